@@ -1,0 +1,52 @@
+# Doorman. `make run` and `make test` are the two commands a newcomer needs (as root on
+# Debian); both install what they need first.
+SHELL := /bin/bash
+GO    ?= go
+export GOTOOLCHAIN := local
+
+BIN      := bin
+PKGS     := ./...
+# Debian packages the tests and `make run` use: real Dovecot backends, real Redis, real clients.
+DEB_PKGS := dovecot-core dovecot-imapd redis-server curl swaks python3
+
+.PHONY: all build run test deps vet race fuzz bench clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/doorman ./cmd/doorman
+	$(GO) build -o $(BIN)/devbackend ./tools/devbackend
+
+# Installs the Debian packages when one is missing (apt-get update first), and stops the
+# system Dovecot that the package starts: the tests run private instances.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	-@systemctl stop dovecot >/dev/null 2>&1 || true
+	-@pkill -x -f '/usr/sbin/dovecot -F' >/dev/null 2>&1 || true
+
+# Runs Doorman on the example configuration in front of a local Dovecot test backend.
+run: deps build
+	@./tools/run.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+test: deps vet
+	$(GO) test -race -count=1 -timeout 15m ./codec/... ./route/... ./engine/...
+	$(GO) test -count=1 -timeout 5m ./cmd/... ./tools/...
+
+# Each fuzz target for a short while (the test run replays their seed corpora anyway).
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzSession -fuzztime 60s ./codec/imap/
+	$(GO) test -run XXX -fuzz FuzzBackendLogin -fuzztime 60s ./codec/imap/
+
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./codec/... ./route/... ./engine/...
+
+clean:
+	rm -rf $(BIN) run

@@ -1,0 +1,94 @@
+// Command doorman is the Doorman mail proxy daemon.
+//
+//	doorman -c /etc/doorman/doorman.yaml     run
+//	doorman -c FILE -t                       check the configuration and exit
+//
+// SIGHUP re-reads the passdb files; SIGINT and SIGTERM stop the proxy.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"doorman/engine"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	path := flag.String("c", "/etc/doorman/doorman.yaml", "configuration file")
+	check := flag.Bool("t", false, "check the configuration and exit")
+	flag.Parse()
+
+	cfg, err := engine.LoadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "doorman: %v\n", err)
+		return 1
+	}
+	if *check {
+		fmt.Printf("doorman: configuration %s is valid\n", *path)
+		return 0
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "doorman: %v\n", err)
+		return 1
+	}
+	defer log.Sync()
+
+	srv, err := engine.New(cfg, log)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	if err := srv.Start(); err != nil {
+		log.Error("cannot listen", zap.Error(err))
+		return 1
+	}
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			if err := srv.Reload(); err != nil {
+				log.Error("reload failed; the old passdb contents stay", zap.Error(err))
+			} else {
+				log.Info("passdb files reloaded")
+			}
+			continue
+		}
+		log.Info("stopping", zap.String("signal", s.String()))
+		break
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		log.Error("stop", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+func newLogger(lc engine.LogConfig) (*zap.Logger, error) {
+	var level zapcore.Level
+	if err := level.Set(lc.Level); err != nil {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	if lc.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Sampling = nil // one line per session end is a promise: never sample it away
+	zc.DisableStacktrace = true
+	return zc.Build()
+}

@@ -1,0 +1,312 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is Doorman's configuration: one YAML file. Settings keep Dovecot's names and
+// meanings; their defaults are set in one place, Defaults.
+type Config struct {
+	Listeners []Listener `yaml:"listeners"`
+	Passdb    []Passdb   `yaml:"passdb"`
+
+	// login_trusted_networks: clients from these networks are "secured" (plaintext login
+	// allowed without TLS) and, in a later issue, may override their address via ID/XCLIENT.
+	LoginTrustedNetworks []string `yaml:"login_trusted_networks"`
+	// login_source_ips: local addresses used round robin for backend connections.
+	LoginSourceIPs []string `yaml:"login_source_ips"`
+	// login_proxy_timeout: connect → successful backend login, per login (Dovecot: 30s).
+	LoginProxyTimeout Duration `yaml:"login_proxy_timeout"`
+	// login_proxy_max_reconnects: retries after a retryable backend failure, 1s apart (Dovecot: 3).
+	LoginProxyMaxReconnects *int `yaml:"login_proxy_max_reconnects"`
+	// auth_failure_delay: how long a failed login waits before its reply (Dovecot: 2s).
+	AuthFailureDelay Duration `yaml:"auth_failure_delay"`
+	// login_greeting: the text of the greeting line.
+	LoginGreeting string `yaml:"login_greeting"`
+	// imap_capability: pre-login capability list; "" = built-in, "+X Y" appends.
+	IMAPCapability string `yaml:"imap_capability"`
+	// disable_plaintext_auth: refuse LOGIN / AUTHENTICATE PLAIN on connections that are not
+	// secured (Dovecot: yes).
+	DisablePlaintextAuth *bool `yaml:"disable_plaintext_auth"`
+	// login_timeout: pre-login inactivity limit (Dovecot's built-in 180s).
+	LoginTimeout Duration `yaml:"login_timeout"`
+	// auth_lookup_timeout: how long one passdb lookup may take before the login gets a
+	// temporary failure.
+	AuthLookupTimeout Duration `yaml:"auth_lookup_timeout"`
+	// auth_workers: concurrent password hash verifications (0 = number of CPUs).
+	AuthWorkers int `yaml:"auth_workers"`
+
+	Relay RelayConfig `yaml:"relay"`
+	Log   LogConfig   `yaml:"log"`
+
+	// dir is where the file was read from; relative paths in it resolve against it.
+	dir string
+}
+
+// Listener is one listening socket.
+type Listener struct {
+	Name     string `yaml:"name"`
+	Protocol string `yaml:"protocol"`
+	Address  string `yaml:"address"`
+}
+
+// Passdb is one entry of the passdb list; fields by driver.
+type Passdb struct {
+	Driver string `yaml:"driver"`
+
+	// passwd-file
+	Path          string `yaml:"path"`
+	DefaultScheme string `yaml:"default_scheme"`
+
+	// redis
+	Addrs        []string `yaml:"addrs"`
+	MasterName   string   `yaml:"master_name"`
+	Username     string   `yaml:"username"`
+	Password     string   `yaml:"password"`
+	DB           int      `yaml:"db"`
+	KeyPrefix    string   `yaml:"key_prefix"`
+	DialTimeout  Duration `yaml:"dial_timeout"`
+	ReadTimeout  Duration `yaml:"read_timeout"`
+	WriteTimeout Duration `yaml:"write_timeout"`
+	PoolTimeout  Duration `yaml:"pool_timeout"`
+	PoolSize     int      `yaml:"pool_size"`
+}
+
+// RelayConfig sizes the splice relay.
+type RelayConfig struct {
+	Workers  int `yaml:"workers"`   // 0 = number of CPUs
+	PipeSize int `yaml:"pipe_size"` // bytes; 0 = 256 KiB
+}
+
+// LogConfig selects zap's level and encoding.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or console
+}
+
+// Duration reads "2s", "500ms", or a bare integer meaning seconds (Dovecot's habit).
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.Atoi(s); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	return v, nil
+}
+
+// Defaults fills every unset setting with Dovecot's default (or Doorman's where Dovecot
+// has no such setting). This is the one place defaults live.
+func (c *Config) Defaults() {
+	if c.LoginProxyTimeout == 0 {
+		c.LoginProxyTimeout = Duration(30 * time.Second)
+	}
+	if c.LoginProxyMaxReconnects == nil {
+		n := 3
+		c.LoginProxyMaxReconnects = &n
+	}
+	if c.AuthFailureDelay == 0 {
+		c.AuthFailureDelay = Duration(2 * time.Second)
+	}
+	if c.LoginGreeting == "" {
+		c.LoginGreeting = "Doorman ready."
+	}
+	if c.DisablePlaintextAuth == nil {
+		t := true
+		c.DisablePlaintextAuth = &t
+	}
+	if c.LoginTimeout == 0 {
+		c.LoginTimeout = Duration(180 * time.Second)
+	}
+	if c.AuthLookupTimeout == 0 {
+		c.AuthLookupTimeout = Duration(5 * time.Second)
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	for i := range c.Passdb {
+		p := &c.Passdb[i]
+		if p.Driver == "redis" && p.KeyPrefix == "" {
+			p.KeyPrefix = "doorman:"
+		}
+	}
+}
+
+// Protocols Doorman can listen for. Later issues add the others.
+var knownProtocols = map[string]bool{"imap": true}
+
+// Validate reports every error in the configuration, each with its key path.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, a...)))
+	}
+	if len(c.Listeners) == 0 {
+		add("listeners", "at least one listener is required")
+	}
+	names := map[string]bool{}
+	addrs := map[string]bool{}
+	for i, l := range c.Listeners {
+		p := fmt.Sprintf("listeners[%d]", i)
+		if l.Name == "" {
+			add(p+".name", "is required")
+		} else if names[l.Name] {
+			add(p+".name", "duplicate listener name %q", l.Name)
+		}
+		names[l.Name] = true
+		if !knownProtocols[l.Protocol] {
+			add(p+".protocol", "unknown protocol %q (supported: imap)", l.Protocol)
+		}
+		if _, err := netip.ParseAddrPort(l.Address); err != nil {
+			add(p+".address", "%q is not ip:port", l.Address)
+		} else if addrs[l.Address] {
+			add(p+".address", "duplicate address %q", l.Address)
+		}
+		addrs[l.Address] = true
+	}
+	if len(c.Passdb) == 0 {
+		add("passdb", "at least one passdb is required")
+	}
+	for i, p := range c.Passdb {
+		path := fmt.Sprintf("passdb[%d]", i)
+		switch p.Driver {
+		case "passwd-file":
+			if p.Path == "" {
+				add(path+".path", "is required for driver passwd-file")
+			} else if _, err := os.Stat(c.Resolve(p.Path)); err != nil {
+				add(path+".path", "%v", err)
+			}
+		case "redis":
+			if len(p.Addrs) == 0 {
+				add(path+".addrs", "at least one address is required for driver redis")
+			}
+		case "":
+			add(path+".driver", "is required")
+		default:
+			add(path+".driver", "unknown driver %q (supported: passwd-file, redis)", p.Driver)
+		}
+	}
+	for i, n := range c.LoginTrustedNetworks {
+		if _, err := parsePrefix(n); err != nil {
+			add(fmt.Sprintf("login_trusted_networks[%d]", i), "%v", err)
+		}
+	}
+	for i, s := range c.LoginSourceIPs {
+		if _, err := netip.ParseAddr(s); err != nil {
+			add(fmt.Sprintf("login_source_ips[%d]", i), "%q is not an IP address", s)
+		}
+	}
+	if *c.LoginProxyMaxReconnects < 0 {
+		add("login_proxy_max_reconnects", "must not be negative")
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"login_proxy_timeout", c.LoginProxyTimeout},
+		{"auth_failure_delay", c.AuthFailureDelay},
+		{"login_timeout", c.LoginTimeout},
+		{"auth_lookup_timeout", c.AuthLookupTimeout},
+	} {
+		if d.v < 0 {
+			add(d.key, "must not be negative")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "unknown level %q (debug, info, warn, error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		add("log.format", "unknown format %q (json, console)", c.Log.Format)
+	}
+	if c.Relay.PipeSize < 0 || c.Relay.Workers < 0 {
+		add("relay", "workers and pipe_size must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// Resolve makes a path from the file relative to the file's directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// parsePrefix accepts a CIDR or a bare address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q is not a network", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a network", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParseConfig reads a configuration from YAML bytes, fills defaults and validates it.
+// dir is the directory relative paths resolve against.
+func ParseConfig(data []byte, dir string) (*Config, error) {
+	c := &Config{dir: dir}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, err
+	}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LoadConfig reads and validates the file at path.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(data, filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}

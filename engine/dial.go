@@ -1,0 +1,156 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"doorman/codec/imap"
+)
+
+// dialer opens backend connections from login_source_ips, round robin. Each socket sets
+// IP_BIND_ADDRESS_NO_PORT, so binding a source address does not reserve a port until
+// connect: the 4-tuple, not the source address alone, then limits the ports, which is
+// how several source addresses get past the 64k-port limit to one backend.
+type dialer struct {
+	sources []netip.Addr
+	next    atomic.Uint32
+}
+
+func newDialer(sources []string) (*dialer, error) {
+	d := &dialer{}
+	for _, s := range sources {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("login_source_ips: %q is not an IP address", s)
+		}
+		d.sources = append(d.sources, a)
+	}
+	return d, nil
+}
+
+// pick returns the source address for one connection: the passdb's source_ip if given,
+// else the next of login_source_ips, else none (the kernel chooses).
+func (d *dialer) pick(override netip.Addr) netip.Addr {
+	if override.IsValid() {
+		return override
+	}
+	if len(d.sources) == 0 {
+		return netip.Addr{}
+	}
+	i := d.next.Add(1) - 1
+	return d.sources[int(i)%len(d.sources)]
+}
+
+func (d *dialer) dial(ctx context.Context, target netip.AddrPort, source netip.Addr, deadline time.Time) (*net.TCPConn, error) {
+	nd := net.Dialer{
+		Deadline: deadline,
+		Control: func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	if src := d.pick(source); src.IsValid() {
+		nd.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
+	c, err := nd.DialContext(ctx, "tcp", target.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// maxBackendLine is Dovecot's MAX_PROXY_INPUT_SIZE; the codec enforces it, and the read
+// buffer here need not be larger.
+const maxBackendLine = 4096
+
+// backendAttempt makes one connection to the backend and runs the login dialogue on it.
+// On success the socket comes back as a raw non-blocking fd owned by the caller, with
+// whatever the backend sent after its final OK.
+func (srv *Server) backendAttempt(ctx context.Context, target netip.AddrPort, source netip.Addr, deadline time.Time, bp *imap.BackendParams) (fd int, rest []byte, res imap.BackendResult, stage Stage, err error) {
+	stage = StageConnect
+	fd = -1
+	conn, err := srv.dialer.dial(ctx, target, source, deadline)
+	if err != nil {
+		return fd, nil, res, stage, fmt.Errorf("connect(%s) failed: %w", target, err)
+	}
+	defer conn.Close()
+	stage = StageBackendLogin
+	_ = conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	bl := imap.NewBackendLogin(bp)
+	buf := make([]byte, 0, maxBackendLine+512)
+	for {
+		if len(buf) == cap(buf) {
+			// The codec gives up on over-long lines itself; this only guards the buffer.
+			return fd, nil, res, stage, errors.New("backend: too long input line")
+		}
+		n, rerr := conn.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		consumed, toBackend, r := bl.Feed(buf)
+		buf = buf[:copy(buf, buf[consumed:])]
+		if len(toBackend) > 0 {
+			if _, werr := conn.Write(toBackend); werr != nil {
+				return fd, nil, res, stage, fmt.Errorf("backend write: %w", werr)
+			}
+		}
+		if r.Outcome != imap.BackendPending {
+			res = r
+			break
+		}
+		if rerr != nil {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) {
+				if ctx.Err() != nil {
+					return fd, nil, res, stage, errors.New("client disconnected")
+				}
+				return fd, nil, res, stage, fmt.Errorf("login timed out in state=%s", bl.State())
+			}
+			return fd, nil, res, stage, fmt.Errorf("backend disconnected in state=%s: %w", bl.State(), rerr)
+		}
+	}
+	if res.Outcome != imap.BackendOK {
+		return fd, nil, res, stage, nil
+	}
+	fd, err = detach(conn)
+	if err != nil {
+		return -1, nil, res, stage, err
+	}
+	return fd, append([]byte(nil), buf...), res, stage, nil
+}
+
+// detach takes the socket out of Go's netpoller: a dup of the descriptor survives the
+// Close that follows (deferred by the caller). The dup shares the open file description,
+// so it stays non-blocking.
+func detach(c *net.TCPConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := raw.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup backend socket: %w", derr)
+	}
+	return nfd, nil
+}

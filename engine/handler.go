@@ -1,0 +1,271 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+
+	"doorman/codec/imap"
+)
+
+// Stage names where a session is, as a reader of the logs would say it.
+type Stage uint8
+
+const (
+	StageGreeting Stage = iota
+	StageAuth
+	StageLookup
+	StageConnect
+	StageBackendLogin
+	StageRelay
+)
+
+var stageNames = [...]string{"greeting", "auth", "lookup", "connect", "backend-login", "relay"}
+
+func (st Stage) String() string { return stageNames[st] }
+
+// maxPendingInput caps what a client may send while its login is being completed: gnet
+// keeps reading, so without a cap a client could grow the proxy's buffers at will.
+const maxPendingInput = 64 << 10
+
+// session is one client connection in its login phase. Its fields are touched only on
+// its event loop, except those the login goroutine got as copies.
+type session struct {
+	id     string
+	srv    *Server
+	c      gnet.Conn
+	loop   *loopState
+	lst    *listener
+	remote netip.AddrPort
+	local  netip.AddrPort
+	log    *zap.Logger
+
+	imap    *imap.Session
+	stage   Stage
+	closed  bool
+	handoff bool
+	cancel  context.CancelFunc
+	user    string
+
+	started  time.Time
+	loginAt  time.Duration // time from accept to the end of the backend login
+	in, out  int64         // bytes from / to the client during the login phase
+	endedBy  string
+	reason   string
+	lastSeen int64 // loop clock (unix seconds) of the last client input
+	prev     *session
+	next     *session
+	inList   bool
+}
+
+type handler struct {
+	gnet.BuiltinEventEngine
+	srv *Server
+}
+
+func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
+	h.srv.eng = eng
+	close(h.srv.booted)
+	return gnet.None
+}
+
+func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
+	srv := h.srv
+	defer func() {
+		if r := recover(); r != nil {
+			srv.log.Error("panic in OnOpen", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			out, action = nil, gnet.Close
+		}
+	}()
+	remote := addrPort(c.RemoteAddr())
+	local := addrPort(c.LocalAddr())
+	lst := srv.listenerFor(local)
+	s := &session{
+		srv:     srv,
+		c:       c,
+		loop:    srv.loopFor(c.EventLoop()),
+		lst:     lst,
+		remote:  remote,
+		local:   local,
+		started: time.Now(),
+	}
+	s.id = sessionID(s.started, remote)
+	s.log = srv.log.With(zap.String("session", s.id))
+	secured := srv.isTrusted(remote.Addr()) || remote.Addr() == local.Addr()
+	s.imap = imap.NewSession(&srv.imapCfg, imap.SessionInfo{
+		Secured:          secured,
+		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth,
+	})
+	c.SetContext(s)
+	srv.stats.Accepted.Add(1)
+	srv.stats.Active.Add(1)
+	s.stage = StageAuth
+	s.loop.touch(s)
+	g := s.imap.Greeting()
+	s.out += int64(len(g))
+	return g, gnet.None
+}
+
+func (h *handler) OnTraffic(c gnet.Conn) (action gnet.Action) {
+	s, ok := c.Context().(*session)
+	if !ok || s == nil {
+		return gnet.Close
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in OnTraffic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.endedBy, s.reason = "proxy", "internal error"
+			action = gnet.Close
+		}
+	}()
+	return s.onInput()
+}
+
+func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
+	s, ok := c.Context().(*session)
+	if !ok || s == nil {
+		return gnet.None
+	}
+	c.SetContext(nil)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in OnClose", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	s.closed = true
+	s.c = nil // a gnet.Conn must never be used after OnClose: its fd may be reused
+	s.loop.remove(s)
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.handoff {
+		return gnet.None // the relay owns the session now and logs its end
+	}
+	if s.endedBy == "" {
+		s.endedBy = "client"
+		if err != nil {
+			s.reason = err.Error()
+		} else {
+			s.reason = "disconnected"
+		}
+	}
+	s.srv.stats.Active.Add(-1)
+	s.logEnd(0, 0)
+	return gnet.None
+}
+
+// onInput feeds what the client sent to the login codec while the session is in the
+// command phase; while a login is under way the bytes stay buffered for the backend.
+func (s *session) onInput() gnet.Action {
+	c := s.c
+	if s.stage != StageAuth {
+		if c.InboundBuffered() > maxPendingInput {
+			s.endedBy, s.reason = "proxy", "too much input while logging in"
+			return gnet.Close
+		}
+		return gnet.None
+	}
+	s.loop.touch(s)
+	buf, _ := c.Peek(-1)
+	if len(buf) == 0 {
+		return gnet.None
+	}
+	n, actions, err := s.imap.Feed(buf)
+	if n > 0 {
+		_, _ = c.Discard(n)
+		s.in += int64(n)
+	}
+	if act := s.do(actions); act != gnet.None {
+		return act
+	}
+	if err != nil {
+		s.endedBy, s.reason = "proxy", err.Error()
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// do carries out the codec's actions. It returns gnet.Close when the session must end.
+func (s *session) do(actions []imap.Action) gnet.Action {
+	for i := range actions {
+		a := &actions[i]
+		switch a.Kind {
+		case imap.ActWrite:
+			s.write(a.Data)
+		case imap.ActClose:
+			s.write(a.Data)
+			s.endedBy, s.reason = "proxy", a.Reason
+			return gnet.Close
+		case imap.ActAuth:
+			s.startLogin(a.Creds)
+		case imap.ActID:
+			// Trusted-network ID overrides land with the issue on client addresses.
+		}
+	}
+	return gnet.None
+}
+
+func (s *session) write(p []byte) {
+	if len(p) == 0 || s.c == nil {
+		return
+	}
+	s.out += int64(len(p))
+	_, _ = s.c.Write(p)
+}
+
+// closeNow ends a login-phase session from outside a gnet callback (a timer or a login
+// result), synchronously on its own loop.
+func (s *session) closeNow(endedBy, reason string) {
+	if s.closed || s.c == nil {
+		return
+	}
+	s.endedBy, s.reason = endedBy, reason
+	_ = s.c.EventLoop().Close(s.c)
+}
+
+func (s *session) logEnd(relayIn, relayOut int64, extra ...zap.Field) {
+	fields := []zap.Field{
+		zap.String("listener", s.lst.Name),
+		zap.String("remote", s.remote.String()),
+		zap.String("local", s.local.String()),
+		zap.String("user", s.user),
+		zap.String("stage", s.stage.String()),
+		zap.String("ended_by", s.endedBy),
+		zap.String("reason", s.reason),
+		zap.Int64("in", s.in+relayIn),
+		zap.Int64("out", s.out+relayOut),
+		zap.Duration("login", s.loginAt),
+		zap.Duration("duration", time.Since(s.started)),
+	}
+	s.log.Info("session ended", append(fields, extra...)...)
+}
+
+func (srv *Server) listenerFor(local netip.AddrPort) *listener {
+	if l, ok := srv.listeners[local]; ok {
+		return l
+	}
+	for ap, l := range srv.listeners {
+		if ap.Port() == local.Port() && ap.Addr().IsUnspecified() {
+			return l
+		}
+	}
+	for _, l := range srv.listeners {
+		return l
+	}
+	panic("engine: no listeners")
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(fmt.Sprint(a))
+	return ap
+}

@@ -1,0 +1,400 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"doorman/codec/imap"
+	"doorman/engine/relay"
+	"doorman/route"
+)
+
+// proxyTTL is what this hop starts with (Dovecot 2.3's LOGIN_PROXY_TTL); the backend is
+// told TTL-1.
+const proxyTTL = 5
+
+// maxDelayUntil is Dovecot's AUTH_REQUEST_MAX_DELAY_SECS.
+const maxDelayUntil = 300 * time.Second
+
+// loginRequest is everything the login goroutine needs, copied off the session so the
+// goroutine never touches loop-owned state.
+type loginRequest struct {
+	id      string
+	creds   imap.Credentials
+	remote  netip.AddrPort
+	local   netip.AddrPort
+	started time.Time
+	log     *zap.Logger
+}
+
+// loginOutcome is what the goroutine hands back to the loop.
+type loginOutcome struct {
+	result    imap.AuthResult
+	user      string
+	backendFD int    // ≥0 on success: the logged-in backend socket
+	toClient  []byte // backend bytes after its final OK, for the client
+	stage     Stage
+	reason    string // for the log when the login failed
+	target    string
+}
+
+// startLogin runs on the loop: it leaves the command phase and hands the credentials to a
+// goroutine, which looks the user up, logs in to the backend and reports back.
+func (s *session) startLogin(cr *imap.Credentials) {
+	s.loop.remove(s)
+	s.stage = StageLookup
+	s.user = cr.User
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	req := &loginRequest{id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started, log: s.log}
+	el := s.c.EventLoop()
+	go func() {
+		out := s.srv.login(ctx, req)
+		err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.finishLogin(out)
+			return nil
+		}))
+		if err != nil && out.backendFD >= 0 {
+			_ = unix.Close(out.backendFD) // the engine is shutting down
+		}
+	}()
+}
+
+// finishLogin runs on the loop with the login's outcome.
+func (s *session) finishLogin(out *loginOutcome) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic finishing login", zap.Any("panic", r))
+			if out.backendFD >= 0 {
+				_ = unix.Close(out.backendFD)
+				out.backendFD = -1
+			}
+			s.closeNow("proxy", "internal error")
+		}
+	}()
+	if s.cancel != nil {
+		s.cancel()
+		s.cancel = nil
+	}
+	if s.closed {
+		if out.backendFD >= 0 {
+			_ = unix.Close(out.backendFD)
+		}
+		return
+	}
+	s.user = out.user
+	s.stage = out.stage
+	if out.backendFD >= 0 {
+		s.srv.stats.LoginsOK.Add(1)
+		s.handOff(out, 0)
+		return
+	}
+	s.srv.stats.LoginsFailed.Add(1)
+	s.log.Info("login failed", zap.String("user", out.user), zap.String("stage", out.stage.String()),
+		zap.String("target", out.target), zap.String("reason", out.reason))
+	s.stage = StageAuth
+	s.loop.touch(s)
+	if act := s.do(s.imap.Resume(out.result)); act == gnet.Close {
+		s.closeNow(s.endedBy, s.reason)
+		return
+	}
+	// Commands the client sent while we were busy are waiting in the buffer.
+	if s.c.InboundBuffered() > 0 {
+		if act := s.onInput(); act == gnet.Close {
+			s.closeNow(s.endedBy, s.reason)
+		}
+	}
+}
+
+// handOff moves both sockets out of gnet and into the relay. It runs on the loop.
+func (s *session) handOff(out *loginOutcome, tries int) {
+	c := s.c
+	if c.OutboundBuffered() > 0 {
+		// gnet cannot give buffered output back; let it drain first. Only a client that
+		// does not read its greeting gets here.
+		_ = c.Flush()
+		if c.OutboundBuffered() > 0 {
+			if tries >= 50 {
+				_ = unix.Close(out.backendFD)
+				s.closeNow("proxy", "client does not read")
+				return
+			}
+			el := c.EventLoop()
+			time.AfterFunc(20*time.Millisecond, func() {
+				_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+					if s.closed {
+						_ = unix.Close(out.backendFD)
+						return nil
+					}
+					s.handOff(out, tries+1)
+					return nil
+				}))
+			})
+			return
+		}
+	}
+	pending, _ := c.Next(-1)
+	toBackend := append([]byte(nil), pending...)
+	fd, err := c.Dup()
+	if err != nil {
+		_ = unix.Close(out.backendFD)
+		s.log.Error("dup of the client socket failed", zap.Error(err))
+		s.closeNow("proxy", "dup failed")
+		return
+	}
+	s.handoff = true
+	s.stage = StageRelay
+	s.srv.stats.Active.Add(-1)
+	_ = c.EventLoop().Close(c) // synchronous: OnClose runs now, and sees handoff
+	s.srv.stats.Relaying.Add(1)
+	s.in += int64(len(toBackend))
+	_, err = s.srv.relay.Add(&relay.Session{
+		ClientFD:  fd,
+		BackendFD: out.backendFD,
+		ToClient:  out.toClient,
+		ToBackend: toBackend,
+		Done: func(st relay.Stats) {
+			s.srv.stats.Relaying.Add(-1)
+			s.endedBy = sideName(st.EndedBy)
+			s.reason = "disconnected"
+			if st.Err != nil {
+				s.reason = st.Err.Error()
+			}
+			// The prefixes are counted by the relay; take them back out of the
+			// login-phase counters so nothing is counted twice.
+			s.in -= int64(len(toBackend))
+			s.logEnd(st.ToBackend, st.ToClient, zap.String("target", out.target))
+		},
+	})
+	if err != nil {
+		s.srv.stats.Relaying.Add(-1)
+		_ = unix.Close(fd)
+		_ = unix.Close(out.backendFD)
+		s.endedBy, s.reason = "proxy", "relay: "+err.Error()
+		s.logEnd(0, 0)
+	}
+}
+
+func sideName(sd relay.Side) string {
+	switch sd {
+	case relay.SideClient:
+		return "client"
+	case relay.SideBackend:
+		return "backend"
+	}
+	return "proxy"
+}
+
+// login runs off the loop: passdb lookup, password check, failure delay, backend login.
+func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
+	out := &loginOutcome{backendFD: -1, user: req.creds.User, stage: StageLookup}
+	fail := func(st imap.AuthStatus, reason string) *loginOutcome {
+		out.result = imap.AuthResult{Status: st}
+		out.reason = reason
+		return out
+	}
+	cr := &req.creds
+	if cr.Authzid != "" && cr.Authzid != cr.User {
+		// Logging in as another user needs master-user support of our own: not offered.
+		srv.failureDelay(ctx, false)
+		return fail(imap.AuthAuthzFailed, "authzid differs from authcid")
+	}
+	lctx, cancel := context.WithTimeout(ctx, time.Duration(srv.cfg.AuthLookupTimeout))
+	res := srv.chain.Authenticate(lctx, srv.hasher, cr.User, cr.Pass)
+	cancel()
+	switch res.Verdict {
+	case route.VerdictTempFail:
+		reason := "passdb temporary failure"
+		if res.Err != nil {
+			reason = res.Err.Error()
+		}
+		return fail(imap.AuthTempFail, reason)
+	case route.VerdictUnknownUser:
+		srv.failureDelay(ctx, false)
+		return fail(imap.AuthFailed, "unknown user")
+	case route.VerdictPasswordMismatch:
+		srv.failureDelay(ctx, false)
+		return fail(imap.AuthFailed, "password mismatch")
+	}
+	if res.Entry != nil && res.Entry.User != "" {
+		out.user = res.Entry.User
+	}
+	p := res.Proxy
+	if p.NoLogin {
+		srv.failureDelay(ctx, p.NoDelay)
+		out.result = imap.AuthResult{Status: imap.AuthDisabled, Text: p.Reason}
+		out.reason = "nologin"
+		return out
+	}
+	if !p.Proxy && !p.ProxyMaybe {
+		srv.failureDelay(ctx, p.NoDelay)
+		out.result = imap.AuthResult{Status: imap.AuthDisabled,
+			Text: "[CONTACTADMIN] No mail server is set for this user."}
+		out.reason = "passdb has no proxy field: Doorman has no local mail store"
+		return out
+	}
+	if !p.DelayUntil.IsZero() {
+		until := p.DelayUntil
+		if p.DelayJitter > 0 {
+			until = until.Add(time.Duration(time.Now().UnixNano() % int64(p.DelayJitter)))
+		}
+		wait := time.Until(until)
+		if wait > maxDelayUntil {
+			return fail(imap.AuthUnavailable, "delay_until too far in the future")
+		}
+		if wait > 0 && !sleepCtx(ctx, wait) {
+			return fail(imap.AuthUnavailable, "client left during delay_until")
+		}
+	}
+	return srv.proxyLogin(ctx, req, out, p)
+}
+
+// failureDelay holds a failed login's reply for auth_failure_delay (Dovecot's anti
+// guessing delay), unless the passdb said nodelay.
+func (srv *Server) failureDelay(ctx context.Context, nodelay bool) {
+	if nodelay {
+		return
+	}
+	sleepCtx(ctx, time.Duration(srv.cfg.AuthFailureDelay))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// proxyLogin connects to the user's backend and logs in there, retrying as Dovecot does:
+// up to login_proxy_max_reconnects more tries, 1 s apart, all within the proxy timeout.
+func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *loginOutcome, p route.Proxy) *loginOutcome {
+	host := p.HostIP
+	if host == "" {
+		host = p.Host
+	}
+	out.stage = StageConnect
+	if host == "" {
+		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.reason = "proxy: host not given"
+		return out
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.reason = fmt.Sprintf("proxy: host %q is not an IP address", host)
+		return out
+	}
+	port := p.Port
+	if port == 0 {
+		port = 143
+	}
+	target := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+	out.target = target.String()
+	destUser := p.DestUser
+	if destUser == "" {
+		destUser = out.user
+	}
+	if target == req.local && destUser == req.creds.User {
+		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.reason = "Proxying loops to itself"
+		return out
+	}
+	pass := p.Pass
+	if pass == "" && p.Master == "" {
+		pass = req.creds.Pass // password forwarding: the client's own password
+	}
+	timeout := time.Duration(srv.cfg.LoginProxyTimeout)
+	if p.ProxyTimeout > 0 {
+		timeout = p.ProxyTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	var source netip.Addr
+	if p.SourceIP != "" {
+		source, _ = netip.ParseAddr(p.SourceIP)
+	}
+	bp := &imap.BackendParams{
+		ClientTag:            req.creds.Tag,
+		User:                 destUser,
+		Pass:                 pass,
+		Master:               p.Master,
+		Mech:                 p.ProxyMech,
+		NotTrusted:           p.ProxyNotTrusted,
+		ClientSentCapability: req.creds.CapabilitySeen,
+		NoPipelining:         p.ProxyNoPipelining,
+		ID:                   idFields(req, p.Forward),
+	}
+	var (
+		res     imap.BackendResult
+		lastErr error
+	)
+	for attempt := 0; ; attempt++ {
+		var fd int
+		var rest []byte
+		var st Stage
+		fd, rest, res, st, lastErr = srv.backendAttempt(ctx, target, source, deadline, bp)
+		out.stage = st
+		if lastErr == nil && res.Outcome == imap.BackendOK {
+			out.backendFD = fd
+			out.toClient = append(res.ClientReply, rest...)
+			return out
+		}
+		retry := lastErr != nil || res.Outcome == imap.BackendTempFail || res.Outcome == imap.BackendProtocolError
+		if ctx.Err() != nil || !retry || attempt >= *srv.cfg.LoginProxyMaxReconnects ||
+			time.Until(deadline) < 1100*time.Millisecond {
+			break
+		}
+		if !sleepCtx(ctx, time.Second) {
+			break
+		}
+	}
+	switch {
+	case lastErr != nil:
+		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.reason = lastErr.Error()
+	case res.Outcome == imap.BackendAuthFailed || res.Outcome == imap.BackendTempFail:
+		out.result = imap.AuthResult{Status: imap.AuthFailed, Reply: res.ClientReply}
+		if res.Outcome == imap.BackendTempFail {
+			out.result.Status = imap.AuthTempFail
+		}
+		out.reason = "backend: " + res.Text
+	case res.Outcome == imap.BackendRemoteConfig:
+		out.result = imap.AuthResult{Status: imap.AuthServerBug}
+		out.reason = "backend: " + res.Text
+	default:
+		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.reason = "backend: " + res.Text
+	}
+	return out
+}
+
+// idFields builds the ID Dovecot's proxy sends, in Dovecot's key order.
+func idFields(req *loginRequest, forward []route.KV) []imap.BackendIDField {
+	f := []imap.BackendIDField{
+		{Key: "x-session-id", Value: req.id},
+		{Key: "x-originating-ip", Value: req.remote.Addr().String()},
+		{Key: "x-originating-port", Value: strconv.Itoa(int(req.remote.Port()))},
+		{Key: "x-connected-ip", Value: req.local.Addr().String()},
+		{Key: "x-connected-port", Value: strconv.Itoa(int(req.local.Port()))},
+		{Key: "x-proxy-ttl", Value: strconv.Itoa(proxyTTL - 1)},
+	}
+	for _, kv := range forward {
+		f = append(f, imap.BackendIDField{Key: "x-forward-" + kv.Key, Value: kv.Value})
+	}
+	return f
+}
+

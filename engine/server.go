@@ -1,0 +1,218 @@
+// Package engine is the running proxy: listeners and the gnet login phase, passdb lookups
+// and backend logins off the loop, the hand-off to the splice relay, timers and logs.
+// It drives the pure state machines of package codec and the lookups of package route;
+// it must never block an event loop nor let one session's panic reach another.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+
+	"doorman/codec/imap"
+	"doorman/engine/relay"
+	"doorman/route"
+)
+
+// Server is one Doorman process: its listeners, passdbs and relay.
+type Server struct {
+	cfg    *Config
+	log    *zap.Logger
+	chain  *route.Chain
+	dbs    []route.Passdb
+	hasher *route.Hasher
+	relay  *relay.Relay
+	dialer *dialer
+
+	trusted   []netip.Prefix
+	listeners map[netip.AddrPort]*listener
+	imapCfg   imap.Config
+
+	eng     gnet.Engine
+	booted  chan struct{}
+	stopped chan error
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loopState
+
+	tickStop chan struct{}
+	nextID   atomic.Uint32
+
+	stats Counters
+}
+
+// Counters are the process's running totals, read with Server.Counters.
+type Counters struct {
+	Accepted     atomic.Int64
+	Active       atomic.Int64 // connections not yet ended, in any stage
+	Relaying     atomic.Int64
+	LoginsOK     atomic.Int64
+	LoginsFailed atomic.Int64
+}
+
+type listener struct {
+	Listener
+	addr netip.AddrPort
+}
+
+// New builds a server from a validated configuration. It opens the passdbs and the relay
+// workers but does not listen yet.
+func New(cfg *Config, log *zap.Logger) (*Server, error) {
+	s := &Server{
+		cfg:       cfg,
+		log:       log,
+		listeners: map[netip.AddrPort]*listener{},
+		loops:     map[gnet.EventLoop]*loopState{},
+		booted:    make(chan struct{}),
+		stopped:   make(chan error, 1),
+		tickStop:  make(chan struct{}),
+	}
+	for _, n := range cfg.LoginTrustedNetworks {
+		p, err := parsePrefix(n)
+		if err != nil {
+			return nil, err
+		}
+		s.trusted = append(s.trusted, p)
+	}
+	for _, l := range cfg.Listeners {
+		ap, err := netip.ParseAddrPort(l.Address)
+		if err != nil {
+			return nil, err
+		}
+		s.listeners[ap] = &listener{Listener: l, addr: ap}
+	}
+	var err error
+	if s.dialer, err = newDialer(cfg.LoginSourceIPs); err != nil {
+		return nil, err
+	}
+	for i, p := range cfg.Passdb {
+		db, err := openPassdb(cfg, p)
+		if err != nil {
+			s.closePassdbs()
+			return nil, fmt.Errorf("passdb[%d]: %w", i, err)
+		}
+		s.dbs = append(s.dbs, db)
+	}
+	s.chain = route.NewChain(s.dbs...)
+	workers := cfg.AuthWorkers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	s.hasher = route.NewHasher(workers)
+	s.relay, err = relay.New(relay.Config{Workers: cfg.Relay.Workers, PipeSize: cfg.Relay.PipeSize})
+	if err != nil {
+		s.closePassdbs()
+		return nil, err
+	}
+	s.imapCfg = imap.Config{Greeting: cfg.LoginGreeting, Capability: cfg.IMAPCapability}
+	return s, nil
+}
+
+func openPassdb(cfg *Config, p Passdb) (route.Passdb, error) {
+	switch p.Driver {
+	case "passwd-file":
+		return route.NewPasswdFile(cfg.Resolve(p.Path), p.DefaultScheme)
+	case "redis":
+		return route.NewRedis(route.RedisConfig{
+			Addrs:        p.Addrs,
+			MasterName:   p.MasterName,
+			Username:     p.Username,
+			Password:     p.Password,
+			DB:           p.DB,
+			KeyPrefix:    p.KeyPrefix,
+			DialTimeout:  time.Duration(p.DialTimeout),
+			ReadTimeout:  time.Duration(p.ReadTimeout),
+			WriteTimeout: time.Duration(p.WriteTimeout),
+			PoolTimeout:  time.Duration(p.PoolTimeout),
+			PoolSize:     p.PoolSize,
+		})
+	}
+	return nil, fmt.Errorf("unknown driver %q", p.Driver)
+}
+
+func (s *Server) closePassdbs() {
+	for _, db := range s.dbs {
+		_ = db.Close()
+	}
+}
+
+// Start listens on every configured address and returns once the event loops run.
+func (s *Server) Start() error {
+	addrs := make([]string, 0, len(s.cfg.Listeners))
+	for _, l := range s.cfg.Listeners {
+		addrs = append(addrs, "tcp://"+l.Address)
+	}
+	h := &handler{srv: s}
+	go func() {
+		s.stopped <- gnet.Rotate(h, addrs,
+			gnet.WithMulticore(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(s.log.Named("gnet").Sugar()),
+		)
+	}()
+	select {
+	case <-s.booted:
+	case err := <-s.stopped:
+		if err == nil {
+			err = errors.New("engine: event loops stopped at start")
+		}
+		return err
+	}
+	go s.ticker()
+	for _, l := range s.cfg.Listeners {
+		s.log.Info("listening", zap.String("listener", l.Name), zap.String("protocol", l.Protocol), zap.String("address", l.Address))
+	}
+	return nil
+}
+
+// Stop closes the listeners and every session, login-phase and relayed alike.
+func (s *Server) Stop(ctx context.Context) error {
+	close(s.tickStop)
+	err := s.eng.Stop(ctx)
+	if e := <-s.stopped; err == nil {
+		err = e
+	}
+	if e := s.relay.Close(); err == nil {
+		err = e
+	}
+	s.closePassdbs()
+	return err
+}
+
+// Reload re-reads the passdb files (SIGHUP). A file that fails to parse keeps its old
+// contents; every failure is returned.
+func (s *Server) Reload() error {
+	var errs []error
+	for _, db := range s.dbs {
+		if f, ok := db.(*route.PasswdFile); ok {
+			if err := f.Reload(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Counters returns the server's live counters.
+func (s *Server) Counters() *Counters { return &s.stats }
+
+// RelayCounters returns the relay's pipe and session gauges.
+func (s *Server) RelayCounters() relay.Counters { return s.relay.Counters() }
+
+func (s *Server) isTrusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
