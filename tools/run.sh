@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p run
-./bin/devbackend -dir run/backend -port 10143 -master proxy:masterpw >run/backend.log 2>&1 &
+printf 'alice:secret\nbob:secret\ncarol:secret\n' >run/backend-users
+./bin/devbackend -dir run/backend -port 10143 -users run/backend-users -master proxy:masterpw >run/backend.log 2>&1 &
 backend=$!
 trap 'kill $backend 2>/dev/null; wait $backend 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
-	grep -q "listening" run/backend.log 2>/dev/null && break
+	grep -q "dovecot IMAP on" run/backend.log 2>/dev/null && break
 	kill -0 $backend 2>/dev/null || { cat run/backend.log; exit 1; }
 	sleep 0.1
 done

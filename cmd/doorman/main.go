@@ -3,7 +3,9 @@
 //	doorman -c /etc/doorman/doorman.yaml     run
 //	doorman -c FILE -t                       check the configuration and exit
 //
-// SIGHUP re-reads the passdb files; SIGINT and SIGTERM stop the proxy.
+// SIGHUP re-reads the passdb files; SIGUSR1 runs a garbage collection, returns free memory
+// to the kernel and logs the memory figures (for measuring per-session cost); SIGINT and
+// SIGTERM stop the proxy.
 package main
 
 import (
@@ -12,6 +14,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -56,8 +60,12 @@ func run() int {
 		return 1
 	}
 	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGINT, syscall.SIGTERM)
 	for s := range sig {
+		if s == syscall.SIGUSR1 {
+			logMemory(log, srv)
+			continue
+		}
 		if s == syscall.SIGHUP {
 			if err := srv.Reload(); err != nil {
 				log.Error("reload failed; the old passdb contents stay", zap.Error(err))
@@ -76,6 +84,25 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+func logMemory(log *zap.Logger, srv *engine.Server) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	c := srv.Counters()
+	rc := srv.RelayCounters()
+	log.Info("memory",
+		zap.Uint64("heap_inuse", ms.HeapInuse),
+		zap.Uint64("stack_inuse", ms.StackInuse),
+		zap.Uint64("sys", ms.Sys),
+		zap.Int("goroutines", runtime.NumGoroutine()),
+		zap.Int64("login_phase", c.Active.Load()),
+		zap.Int64("relaying", c.Relaying.Load()),
+		zap.Int64("pipes_in_use", rc.PipesInUse),
+		zap.Int64("pipes_idle", rc.PipesIdle),
+	)
 }
 
 func newLogger(lc engine.LogConfig) (*zap.Logger, error) {

@@ -1,0 +1,427 @@
+// Command fetchbench compares FETCH throughput of one large message directly from an IMAP
+// backend and through a proxy, and the proxy's CPU time per GB relayed.
+//
+//	fetchbench -direct 127.0.0.1:10143 -proxy 127.0.0.1:1143 -user alice -pass secret \
+//	           -size 20000000 -rounds 15 -proxy-pid $(pidof doorman)
+//
+// It logs in directly to the backend once, empties the mailbox -mailbox (created if
+// missing) and APPENDs one message of exactly -size bytes. It then keeps one session open
+// on each path (direct and proxied, both SELECTed), fetches the message once on each to
+// warm caches, and runs -rounds interleaved rounds: each round fetches the whole message
+// (BODY.PEEK[]) once directly and once through the proxy, alternating which goes first.
+// A fetch is timed from sending the command to the tagged OK.
+//
+// Proxy CPU: utime+stime of -proxy-pid from /proc/PID/stat (clock ticks, USER_HZ = 100 on
+// Linux) read right before and right after each proxied fetch, summed over the rounds;
+// also the sum of the threads' run time from /proc/PID/task/*/schedstat (nanoseconds) as a
+// finer cross-check. Both divided by the bytes relayed.
+//
+// MB means 10^6 bytes, GB 10^9.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	direct := flag.String("direct", "", "backend IMAP address (required)")
+	proxy := flag.String("proxy", "", "proxy IMAP address (required)")
+	user := flag.String("user", "", "user (same on both paths)")
+	pass := flag.String("pass", "", "password")
+	mailbox := flag.String("mailbox", "fetchbench", "mailbox to hold the message (emptied, created if missing)")
+	size := flag.Int("size", 20_000_000, "message size in bytes")
+	rounds := flag.Int("rounds", 15, "interleaved rounds (one direct and one proxied fetch each)")
+	warmup := flag.Int("warmup", 1, "untimed fetches per path before the rounds")
+	pid := flag.Int("proxy-pid", 0, "proxy process id, for its CPU time (0: not measured)")
+	timeout := flag.Duration("timeout", 2*time.Minute, "limit per command")
+	flag.Parse()
+	if *direct == "" || *proxy == "" || *user == "" {
+		fmt.Fprintln(os.Stderr, "fetchbench: -direct, -proxy and -user are required")
+		return 2
+	}
+	if *size < 1000 || *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "fetchbench: -size must be at least 1000 and -rounds at least 1")
+		return 2
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "fetchbench: "+format+"\n", a...)
+		return 1
+	}
+
+	// Set up the message, directly on the backend.
+	setup, err := dial(*direct, *user, *pass, *timeout)
+	if err != nil {
+		return fail("direct login: %v", err)
+	}
+	if err := setup.prepare(*mailbox, *size); err != nil {
+		return fail("preparing %s: %v", *mailbox, err)
+	}
+	setup.logout()
+	fmt.Printf("appended one message of %d bytes to %q\n", *size, *mailbox)
+
+	d, err := dial(*direct, *user, *pass, *timeout)
+	if err != nil {
+		return fail("direct login: %v", err)
+	}
+	p, err := dial(*proxy, *user, *pass, *timeout)
+	if err != nil {
+		return fail("proxy login: %v", err)
+	}
+	for _, c := range []*client{d, p} {
+		if n, err := c.selectBox(*mailbox); err != nil {
+			return fail("SELECT %s: %v", *mailbox, err)
+		} else if n != 1 {
+			return fail("%s holds %d messages, want 1 (another fetchbench running?)", *mailbox, n)
+		}
+	}
+	for i := 0; i < *warmup; i++ {
+		for _, c := range []*client{d, p} {
+			if _, err := c.fetch(*size); err != nil {
+				return fail("warm-up fetch: %v", err)
+			}
+		}
+	}
+
+	type round struct {
+		direct, proxy float64 // MB/s
+		ticks         int64   // proxy utime+stime, clock ticks
+		runNs         int64   // proxy thread run time, ns
+	}
+	var res []round
+	var totTicks, totNs int64
+	cpuOK := *pid > 0
+	fmt.Printf("%-6s %-7s %12s %12s %8s %14s %14s\n", "round", "first", "direct MB/s", "proxy MB/s", "ratio", "proxy cpu ms", "(schedstat ms)")
+	for r := 0; r < *rounds; r++ {
+		var rr round
+		order := []string{"direct", "proxy"}
+		if r%2 == 1 {
+			order = []string{"proxy", "direct"}
+		}
+		for _, path := range order {
+			if path == "direct" {
+				el, err := d.fetch(*size)
+				if err != nil {
+					return fail("round %d direct fetch: %v", r+1, err)
+				}
+				rr.direct = mbps(*size, el)
+				continue
+			}
+			var t0, n0 int64
+			if cpuOK {
+				if t0, n0, err = cpuOf(*pid); err != nil {
+					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
+					cpuOK = false
+				}
+			}
+			el, err := p.fetch(*size)
+			if err != nil {
+				return fail("round %d proxied fetch: %v", r+1, err)
+			}
+			if cpuOK {
+				t1, n1, err := cpuOf(*pid)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
+					cpuOK = false
+				} else {
+					rr.ticks, rr.runNs = t1-t0, n1-n0
+					totTicks += rr.ticks
+					totNs += rr.runNs
+				}
+			}
+			rr.proxy = mbps(*size, el)
+		}
+		res = append(res, rr)
+		fmt.Printf("%-6d %-7s %12.1f %12.1f %8.3f %14d %14.1f\n", r+1, order[0], rr.direct, rr.proxy, rr.proxy/rr.direct,
+			rr.ticks*10, float64(rr.runNs)/1e6)
+	}
+	d.logout()
+	p.logout()
+
+	var ds, ps, ratios []float64
+	for _, r := range res {
+		ds = append(ds, r.direct)
+		ps = append(ps, r.proxy)
+		ratios = append(ratios, r.proxy/r.direct)
+	}
+	gb := float64(*size) * float64(*rounds) / 1e9
+	fmt.Printf("RESULT size=%d rounds=%d direct_median_MBps=%.1f proxy_median_MBps=%.1f ratio_median=%.3f ratio_min=%.3f ratio_max=%.3f\n",
+		*size, *rounds, median(ds), median(ps), median(ratios), minOf(ratios), maxOf(ratios))
+	if cpuOK {
+		fmt.Printf("RESULT proxy_cpu_s=%.2f relayed_GB=%.3f cpu_s_per_GB=%.3f (utime+stime, 10 ms ticks) schedstat_cpu_s=%.3f schedstat_cpu_s_per_GB=%.3f\n",
+			float64(totTicks)/100, gb, float64(totTicks)/100/gb, float64(totNs)/1e9, float64(totNs)/1e9/gb)
+	} else {
+		fmt.Println("RESULT proxy CPU not measured (no -proxy-pid)")
+	}
+	return 0
+}
+
+func mbps(size int, d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func minOf(v []float64) float64 {
+	m := v[0]
+	for _, x := range v {
+		m = min(m, x)
+	}
+	return m
+}
+
+func maxOf(v []float64) float64 {
+	m := v[0]
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
+}
+
+// cpuOf returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
+func cpuOf(pid int) (ticks, runNs int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, errors.New("unexpected /proc/PID/stat format")
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state); utime is field 14, stime 15
+	if len(f) < 13 {
+		return 0, 0, errors.New("short /proc/PID/stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, errors.New("bad utime/stime in /proc/PID/stat")
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // thread exited
+		}
+		if fs := strings.Fields(string(b)); len(fs) > 0 {
+			if v, err := strconv.ParseInt(fs[0], 10, 64); err == nil {
+				runNs += v
+			}
+		}
+	}
+	return ut + st, runNs, nil
+}
+
+// client is a minimal synchronous IMAP client.
+type client struct {
+	conn    net.Conn
+	r       *bufio.Reader
+	timeout time.Duration
+	tag     int
+	buf     []byte
+}
+
+func dial(addr, user, pass string, timeout time.Duration) (*client, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	c := &client{conn: conn, r: bufio.NewReaderSize(conn, 1<<20), timeout: timeout, buf: make([]byte, 1<<20)}
+	conn.SetDeadline(time.Now().Add(timeout))
+	line, err := c.line()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("greeting: %w", err)
+	}
+	if !strings.HasPrefix(line, "* OK") {
+		conn.Close()
+		return nil, fmt.Errorf("greeting %q", line)
+	}
+	if _, err := c.cmd("LOGIN "+quote(user)+" "+quote(pass), nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("LOGIN: %w", err)
+	}
+	return c, nil
+}
+
+func (c *client) line() (string, error) {
+	s, err := c.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(s, "\r\n"), nil
+}
+
+// cmd sends a command and reads to its tagged reply, which must be OK. Each untagged line
+// goes to onLine (if set); a literal at a line's end is passed to onLine as its size and
+// then discarded here.
+func (c *client) cmd(command string, onLine func(line string)) (string, error) {
+	c.tag++
+	tag := "t" + strconv.Itoa(c.tag)
+	c.conn.SetDeadline(time.Now().Add(c.timeout))
+	if _, err := io.WriteString(c.conn, tag+" "+command+"\r\n"); err != nil {
+		return "", err
+	}
+	return c.readTagged(tag, onLine)
+}
+
+func (c *client) readTagged(tag string, onLine func(string)) (string, error) {
+	for {
+		line, err := c.line()
+		if err != nil {
+			return "", err
+		}
+		if rest, ok := strings.CutPrefix(line, tag+" "); ok {
+			if !strings.HasPrefix(rest, "OK") {
+				return rest, fmt.Errorf("%s", rest)
+			}
+			return rest, nil
+		}
+		if onLine != nil {
+			onLine(line)
+		}
+		if n, ok := literalLen(line); ok {
+			if _, err := io.CopyBuffer(io.Discard, io.LimitReader(c.r, n), c.buf); err != nil {
+				return "", err
+			}
+		}
+	}
+}
+
+func (c *client) logout() {
+	c.cmd("LOGOUT", nil)
+	c.conn.Close()
+}
+
+// selectBox SELECTs mailbox and returns its message count.
+func (c *client) selectBox(mailbox string) (int, error) {
+	exists := -1
+	_, err := c.cmd("SELECT "+quote(mailbox), func(line string) {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "*" && f[2] == "EXISTS" {
+			exists, _ = strconv.Atoi(f[1])
+		}
+	})
+	return exists, err
+}
+
+// prepare empties (or creates) mailbox and appends one message of exactly size bytes.
+func (c *client) prepare(mailbox string, size int) error {
+	c.cmd("CREATE "+quote(mailbox), nil) // "already exists" is fine
+	n, err := c.selectBox(mailbox)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		if _, err := c.cmd("STORE 1:* +FLAGS.SILENT (\\Deleted)", nil); err != nil {
+			return err
+		}
+		if _, err := c.cmd("EXPUNGE", nil); err != nil {
+			return err
+		}
+	}
+	if _, err := c.cmd("CLOSE", nil); err != nil {
+		return err
+	}
+	msg := message(size)
+	c.tag++
+	tag := "t" + strconv.Itoa(c.tag)
+	c.conn.SetDeadline(time.Now().Add(c.timeout))
+	if _, err := fmt.Fprintf(c.conn, "%s APPEND %s {%d}\r\n", tag, quote(mailbox), len(msg)); err != nil {
+		return err
+	}
+	line, err := c.line()
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+") {
+		return fmt.Errorf("APPEND: %s", line)
+	}
+	if _, err := c.conn.Write(append(msg, '\r', '\n')); err != nil {
+		return err
+	}
+	_, err = c.readTagged(tag, nil)
+	return err
+}
+
+// message builds an RFC 5322 message of exactly size bytes: headers, then lines of 76
+// pseudo-random base64 characters (the shape of a big attachment).
+func message(size int) []byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	h := fmt.Sprintf("From: fetchbench <fetchbench@example.org>\r\nTo: user@example.org\r\n"+
+		"Subject: fetchbench %d bytes\r\nDate: %s\r\nMessage-ID: <fetchbench-%d@example.org>\r\n"+
+		"MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+		size, time.Now().Format(time.RFC1123Z), time.Now().UnixNano())
+	b := make([]byte, 0, size)
+	b = append(b, h...)
+	rng := rand.New(rand.NewSource(1))
+	for remaining := size - len(b); remaining > 0; remaining = size - len(b) {
+		n := 76 // characters on this line, before its CRLF
+		switch {
+		case remaining <= 78:
+			n = remaining - 2 // the last line
+		case remaining < 78+3:
+			n = remaining - 2 - 3 // leave room for a last line of at least one character
+		}
+		for i := 0; i < n; i++ {
+			b = append(b, alphabet[rng.Intn(64)])
+		}
+		b = append(b, '\r', '\n')
+	}
+	return b
+}
+
+// fetch fetches message 1's full body and returns the time from sending the command to the
+// tagged OK. It checks that exactly size bytes arrived as the literal.
+func (c *client) fetch(size int) (time.Duration, error) {
+	got := int64(-1)
+	start := time.Now()
+	_, err := c.cmd("FETCH 1 (BODY.PEEK[])", func(line string) {
+		if n, ok := literalLen(line); ok {
+			got = n
+		}
+	})
+	el := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if got != int64(size) {
+		return 0, fmt.Errorf("FETCH returned a literal of %d bytes, want %d", got, size)
+	}
+	return el, nil
+}
+
+// literalLen reports the size of a literal announced at the end of line: "{123}" or "{123+}".
+func literalLen(line string) (int64, bool) {
+	if !strings.HasSuffix(line, "}") {
+		return 0, false
+	}
+	i := strings.LastIndexByte(line, '{')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSuffix(line[i+1:len(line)-1], "+"), 10, 64)
+	return n, err == nil
+}
+
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}

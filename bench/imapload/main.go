@@ -1,0 +1,651 @@
+// Command imapload opens many IMAP sessions to one address and holds them idle: each
+// session reads the greeting, sends `a LOGIN user pass` and `b SELECT INBOX`, then stays
+// connected without sending anything until the hold ends. It measures login latency and
+// counts failures by their reply, so a load test can tell a refused login from a dropped
+// connection.
+//
+//	imapload -addr 127.0.0.1:1143 -n 4000 -user alice -pass secret \
+//	         -source-ips 127.0.1.1-127.0.1.50 -concurrency 64 -hold 0
+//
+// Output: progress lines on stderr; on stdout one `READY ...` line once every session has
+// either been established or has failed (scripts wait for it), then a summary when the
+// hold ends (after -hold, or at SIGINT/SIGTERM). Before closing, every held session is
+// checked with NOOP (-check), so a session the proxy silently broke is counted.
+//
+// One session is one file descriptor. The process refuses -n above maxSessions (and above
+// what RLIMIT_NOFILE allows): run several processes for more.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// maxSessions keeps one process well under this machine's 20,000 open files per process
+// (the runtime, stdio and the epoll fd need a few more).
+const maxSessions = 18000
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h), which
+// package syscall does not name.
+const ipBindAddressNoPort = 24
+
+type account struct{ user, pass string }
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	addr := flag.String("addr", "127.0.0.1:1143", "IMAP address to connect to")
+	n := flag.Int("n", 100, "number of sessions")
+	user := flag.String("user", "", "user name (or -users)")
+	pass := flag.String("pass", "", "password for -user")
+	usersFile := flag.String("users", "", "file of `user:password` lines (or `user password`), used round robin")
+	sourceIPs := flag.String("source-ips", "", "client source addresses, round robin: a range 127.0.1.1-127.0.1.50 and/or a comma list")
+	concurrency := flag.Int("concurrency", 50, "sessions being set up at the same time")
+	hold := flag.Duration("hold", 0, "how long to hold the sessions once all are set up (0: until SIGINT/SIGTERM)")
+	mailbox := flag.String("mailbox", "INBOX", "mailbox to SELECT (empty: no SELECT)")
+	timeout := flag.Duration("timeout", 30*time.Second, "limit for each step (connect, greeting, LOGIN, SELECT, NOOP)")
+	check := flag.Bool("check", true, "send NOOP on every held session before closing it and count the replies")
+	progress := flag.Duration("progress", time.Second, "progress interval on stderr (0: none)")
+	label := flag.String("label", "", "prefix for output lines (to tell several processes apart)")
+	flag.Parse()
+
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "imapload: "+format+"\n", a...)
+		return 2
+	}
+	if *n < 1 {
+		return fail("-n must be at least 1")
+	}
+	if *n > maxSessions {
+		return fail("-n %d is above %d sessions per process (one fd each, the limit is 20,000 open files per process): run several processes", *n, maxSessions)
+	}
+	if lim, err := raiseNoFile(); err == nil && uint64(*n)+100 > lim {
+		return fail("-n %d needs about %d open files, RLIMIT_NOFILE is %d: lower -n or run several processes", *n, *n+100, lim)
+	}
+	if *concurrency < 1 {
+		*concurrency = 1
+	}
+	accounts, err := loadAccounts(*user, *pass, *usersFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	srcs, err := parseSourceIPs(*sourceIPs)
+	if err != nil {
+		return fail("-source-ips: %v", err)
+	}
+
+	l := &load{
+		addr:     *addr,
+		accounts: accounts,
+		srcs:     srcs,
+		mailbox:  *mailbox,
+		timeout:  *timeout,
+		failures: map[string]int{},
+		sessions: make([]*session, *n),
+		prefix:   *label,
+	}
+	if l.prefix != "" {
+		l.prefix += " "
+	}
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	var progressDone sync.WaitGroup
+	if *progress > 0 {
+		progressDone.Add(1)
+		go func() {
+			defer progressDone.Done()
+			t := time.NewTicker(*progress)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					fmt.Fprintf(os.Stderr, "%st=%.1fs established=%d failed=%d dropped=%d\n", l.prefix,
+						time.Since(start).Seconds(), l.established.Load(), l.failed.Load(), l.dropped.Load())
+				}
+			}
+		}()
+	}
+
+	// Set up: a fixed number of workers take session indexes from a counter.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	interrupted := atomic.Bool{}
+	setupDone := make(chan struct{})
+	for w := 0; w < *concurrency && w < *n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !interrupted.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= *n {
+					return
+				}
+				l.open(i)
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(setupDone) }()
+
+	select {
+	case <-setupDone:
+	case s := <-sig:
+		interrupted.Store(true)
+		fmt.Fprintf(os.Stderr, "%sinterrupted by %v during set-up\n", l.prefix, s)
+		<-setupDone
+	}
+	setup := time.Since(start)
+	close(stopProgress)
+	progressDone.Wait()
+	fmt.Printf("%sREADY established=%d failed=%d setup=%.2fs rate=%.0f/s\n", l.prefix,
+		l.established.Load(), l.failed.Load(), setup.Seconds(), float64(l.established.Load()+l.failed.Load())/setup.Seconds())
+
+	if !interrupted.Load() {
+		if *hold > 0 {
+			select {
+			case <-time.After(*hold):
+			case <-sig:
+			}
+		} else {
+			<-sig
+		}
+	}
+	held := time.Since(start) - setup
+
+	alive := 0
+	for _, s := range l.sessions {
+		if s != nil && !s.isDropped() {
+			alive++
+		}
+	}
+	var checked, checkOK int
+	checkFail := map[string]int{}
+	if *check {
+		checked, checkOK = l.noopAll(*concurrency, checkFail)
+	}
+	for _, s := range l.sessions {
+		if s != nil {
+			s.conn.Close()
+		}
+	}
+	l.printSummary(*n, setup, held, alive, *check, checked, checkOK, checkFail)
+	if l.established.Load() != int64(*n) || l.dropped.Load() > 0 || checkOK != checked {
+		return 1
+	}
+	return 0
+}
+
+type load struct {
+	addr     string
+	accounts []account
+	srcs     []netip.Addr
+	mailbox  string
+	timeout  time.Duration
+	prefix   string
+
+	mu         sync.Mutex
+	failures   map[string]int
+	loginLat   []time.Duration // LOGIN sent → tagged reply
+	sessionLat []time.Duration // connect start → SELECT done
+	dropReason map[string]int
+
+	sessions    []*session
+	established atomic.Int64
+	failed      atomic.Int64
+	dropped     atomic.Int64
+}
+
+type session struct {
+	conn net.Conn
+	r    *bufio.Reader
+
+	noop chan string // the tagged NOOP reply, or a failure
+
+	mu      sync.Mutex
+	dropped bool
+	closing bool // checked and about to be closed by us: a read error is our own close
+}
+
+func (s *session) isDropped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+func (l *load) fail(reason string) {
+	l.failed.Add(1)
+	l.mu.Lock()
+	l.failures[reason]++
+	l.mu.Unlock()
+}
+
+// open sets up session i: connect, greeting, LOGIN, SELECT. A failure is counted by its
+// stage and reply; the connection is then closed.
+func (l *load) open(i int) {
+	acct := l.accounts[i%len(l.accounts)]
+	d := net.Dialer{Timeout: l.timeout}
+	if len(l.srcs) > 0 {
+		d.LocalAddr = &net.TCPAddr{IP: l.srcs[i%len(l.srcs)].AsSlice()}
+		// Choose the port at connect time, per destination: many source addresses then
+		// give far more than 28k ports.
+		d.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	t0 := time.Now()
+	conn, err := d.Dial("tcp", l.addr)
+	if err != nil {
+		l.fail("connect: " + errText(err))
+		return
+	}
+	r := bufio.NewReaderSize(conn, 1024)
+	conn.SetDeadline(time.Now().Add(l.timeout))
+	line, err := readLine(r)
+	if err != nil {
+		conn.Close()
+		l.fail("greeting: " + errText(err))
+		return
+	}
+	if !strings.HasPrefix(line, "* OK") {
+		conn.Close()
+		l.fail("greeting: " + shorten(line))
+		return
+	}
+	conn.SetDeadline(time.Now().Add(l.timeout))
+	t1 := time.Now()
+	if _, err := fmt.Fprintf(conn, "a LOGIN %s %s\r\n", quote(acct.user), quote(acct.pass)); err != nil {
+		conn.Close()
+		l.fail("login: write: " + errText(err))
+		return
+	}
+	reply, err := readTagged(r, "a")
+	loginLat := time.Since(t1)
+	if err != nil {
+		conn.Close()
+		l.fail("login: " + errText(err))
+		return
+	}
+	if !strings.HasPrefix(reply, "OK") {
+		conn.Close()
+		l.fail("login: " + shorten(reply))
+		return
+	}
+	if l.mailbox != "" {
+		conn.SetDeadline(time.Now().Add(l.timeout))
+		if _, err := fmt.Fprintf(conn, "b SELECT %s\r\n", quote(l.mailbox)); err != nil {
+			conn.Close()
+			l.fail("select: write: " + errText(err))
+			return
+		}
+		reply, err := readTagged(r, "b")
+		if err != nil {
+			conn.Close()
+			l.fail("select: " + errText(err))
+			return
+		}
+		if !strings.HasPrefix(reply, "OK") {
+			conn.Close()
+			l.fail("select: " + shorten(reply))
+			return
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	sessLat := time.Since(t0)
+	s := &session{conn: conn, r: r, noop: make(chan string, 1)}
+	l.sessions[i] = s
+	l.mu.Lock()
+	l.loginLat = append(l.loginLat, loginLat)
+	l.sessionLat = append(l.sessionLat, sessLat)
+	l.mu.Unlock()
+	l.established.Add(1)
+	go l.watch(s)
+}
+
+// watch reads a held session. Nothing is expected except the NOOP reply at the end; EOF,
+// an error or a BYE means the session was dropped while it was held.
+func (l *load) watch(s *session) {
+	var bye string
+	for {
+		line, err := readLine(s.r)
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.dropped = true
+			s.mu.Unlock()
+			if closing {
+				return // closed by us after the check
+			}
+			reason := errText(err)
+			if bye != "" {
+				reason = "BYE " + bye
+			}
+			l.dropped.Add(1)
+			l.mu.Lock()
+			if l.dropReason == nil {
+				l.dropReason = map[string]int{}
+			}
+			l.dropReason[reason]++
+			l.mu.Unlock()
+			select {
+			case s.noop <- "dropped: " + reason:
+			default:
+			}
+			return
+		}
+		if strings.HasPrefix(line, "* BYE") {
+			bye = shorten(strings.TrimPrefix(line, "* BYE "))
+		}
+		if strings.HasPrefix(line, "c ") {
+			select {
+			case s.noop <- strings.TrimPrefix(line, "c "):
+			default:
+			}
+		}
+	}
+}
+
+// noopAll sends NOOP on every held session and waits for the tagged replies.
+func (l *load) noopAll(concurrency int, fails map[string]int) (checked, ok int) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	work := make(chan *session)
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range work {
+				res := ""
+				if s.isDropped() {
+					res = "dropped before the check"
+				} else if _, err := io.WriteString(s.conn, "c NOOP\r\n"); err != nil {
+					res = "write: " + errText(err)
+				} else {
+					select {
+					case r := <-s.noop:
+						res = r
+					case <-time.After(l.timeout):
+						res = "no reply within " + l.timeout.String()
+					}
+				}
+				s.mu.Lock()
+				s.closing = true
+				s.mu.Unlock()
+				mu.Lock()
+				checked++
+				if strings.HasPrefix(res, "OK") {
+					ok++
+				} else {
+					fails[shorten(res)]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, s := range l.sessions {
+		if s != nil {
+			work <- s
+		}
+	}
+	close(work)
+	wg.Wait()
+	return checked, ok
+}
+
+func (l *load) printSummary(n int, setup, held time.Duration, alive int, check bool, checked, checkOK int, checkFail map[string]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.prefix
+	fmt.Printf("%sSUMMARY addr=%s sessions=%d established=%d failed=%d dropped_while_held=%d alive_at_end=%d setup=%.2fs held=%.1fs\n",
+		p, l.addr, n, l.established.Load(), l.failed.Load(), l.dropped.Load(), alive, setup.Seconds(), held.Seconds())
+	fmt.Printf("%slogin_latency p50=%s p99=%s max=%s (LOGIN sent -> tagged reply, %d logins)\n", p,
+		pct(l.loginLat, 50), pct(l.loginLat, 99), pct(l.loginLat, 100), len(l.loginLat))
+	fmt.Printf("%ssession_setup p50=%s p99=%s max=%s (connect -> SELECT done)\n", p,
+		pct(l.sessionLat, 50), pct(l.sessionLat, 99), pct(l.sessionLat, 100))
+	for _, k := range sortedKeys(l.failures) {
+		fmt.Printf("%sfailure %6d  %s\n", p, l.failures[k], k)
+	}
+	for _, k := range sortedKeys(l.dropReason) {
+		fmt.Printf("%sdropped %6d  %s\n", p, l.dropReason[k], k)
+	}
+	if check {
+		fmt.Printf("%snoop_check checked=%d ok=%d\n", p, checked, checkOK)
+		for _, k := range sortedKeys(checkFail) {
+			fmt.Printf("%snoop_fail %6d  %s\n", p, checkFail[k], k)
+		}
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+func pct(d []time.Duration, p int) string {
+	if len(d) == 0 {
+		return "-"
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100 // nearest rank
+	if i < 1 {
+		i = 1
+	}
+	if i > len(s) {
+		i = len(s)
+	}
+	return s[i-1].Round(10 * time.Microsecond).String()
+}
+
+// readLine reads one CRLF-terminated line (without the CRLF).
+func readLine(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		if err == io.EOF && line != "" {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// readTagged reads until the tagged reply for tag and returns it without the tag. Literals
+// in untagged replies ({n} at a line's end) are skipped.
+func readTagged(r *bufio.Reader, tag string) (string, error) {
+	for {
+		line, err := readLine(r)
+		if err != nil {
+			return "", err
+		}
+		if rest, ok := strings.CutPrefix(line, tag+" "); ok {
+			return rest, nil
+		}
+		if strings.HasPrefix(line, "* BYE") {
+			return line, nil
+		}
+		if n, ok := literalLen(line); ok {
+			if _, err := io.CopyN(io.Discard, r, n); err != nil {
+				return "", err
+			}
+		}
+	}
+}
+
+// literalLen reports the size of a literal announced at the end of line: "{123}" or "{123+}".
+func literalLen(line string) (int64, bool) {
+	if !strings.HasSuffix(line, "}") {
+		return 0, false
+	}
+	i := strings.LastIndexByte(line, '{')
+	if i < 0 {
+		return 0, false
+	}
+	var n int64
+	digits := strings.TrimSuffix(line[i+1:len(line)-1], "+")
+	if digits == "" {
+		return 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// quote makes an IMAP quoted string.
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// shorten keeps failure keys short and free of per-session details.
+func shorten(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 100 {
+		s = s[:100] + "..."
+	}
+	return s
+}
+
+// errText names an error by its kind, so failures group: "timeout", "EOF", "connection
+// reset by peer", ...
+func errText(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF):
+		return "EOF (closed by peer)"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "EOF mid-line"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset by peer"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "cannot assign requested address (source ports exhausted?)"
+	case errors.Is(err, syscall.EMFILE):
+		return "too many open files"
+	case errors.Is(err, syscall.EPIPE):
+		return "broken pipe"
+	}
+	return err.Error()
+}
+
+func loadAccounts(user, pass, file string) ([]account, error) {
+	if file == "" {
+		if user == "" {
+			return nil, errors.New("give -user and -pass, or -users FILE")
+		}
+		return []account{{user, pass}}, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []account
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		u, p, ok := strings.Cut(line, ":")
+		if !ok {
+			u, p, ok = strings.Cut(line, " ")
+		}
+		if !ok || u == "" {
+			return nil, fmt.Errorf("%s:%d: want user:password", file, i+1)
+		}
+		out = append(out, account{u, strings.TrimSpace(p)})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no accounts", file)
+	}
+	return out, nil
+}
+
+// parseSourceIPs reads "127.0.1.1-127.0.1.50,127.0.2.1" into a list of addresses.
+func parseSourceIPs(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(strings.TrimSpace(lo))
+		if err != nil {
+			return nil, err
+		}
+		if !isRange {
+			out = append(out, a)
+			continue
+		}
+		b, err := netip.ParseAddr(strings.TrimSpace(hi))
+		if err != nil {
+			return nil, err
+		}
+		if b.Less(a) || a.Is4() != b.Is4() {
+			return nil, fmt.Errorf("bad range %q", part)
+		}
+		for x := a; ; x = x.Next() {
+			out = append(out, x)
+			if x == b {
+				break
+			}
+			if len(out) > 1<<16 {
+				return nil, fmt.Errorf("range %q too large", part)
+			}
+		}
+	}
+	return out, nil
+}
+
+// raiseNoFile lifts the soft open-file limit to the hard one and returns it.
+func raiseNoFile() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+		}
+	}
+	return rl.Cur, nil
+}

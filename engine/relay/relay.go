@@ -1,0 +1,249 @@
+//go:build linux
+
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Defaults, set here and nowhere else.
+const (
+	DefaultPipeSize     = 256 << 10
+	DefaultMaxIdlePipes = 64
+)
+
+// Errors carried in Stats.Err or returned by Add.
+var (
+	// ErrClosed is returned by Add after Close, and is the Stats.Err of the
+	// sessions that Close ended.
+	ErrClosed = errors.New("relay: closed")
+	// ErrKicked is the Stats.Err of a session ended by Handle.Kick.
+	ErrKicked = errors.New("relay: kicked")
+)
+
+// Config sizes a Relay. The zero value is usable.
+type Config struct {
+	// Workers is the number of epoll workers; 0 means runtime.NumCPU().
+	Workers int
+	// PipeSize is the capacity asked for each pooled pipe (F_SETPIPE_SZ); 0
+	// means 256 KiB. It is also the most one splice moves, and the most a
+	// stalled direction pins in the kernel. When the kernel refuses the size
+	// (EPERM past fs.pipe-user-pages-soft for an unprivileged user, or above
+	// fs.pipe-max-size) the pipe is kept at its default size and
+	// Counters.PipesResizeFailed counts it.
+	PipeSize int
+	// MaxIdlePipes caps the empty pipes each worker keeps for reuse; 0 means
+	// 64 per worker. Pipes returned beyond the cap are closed.
+	MaxIdlePipes int
+	// OnPanic, if set, is called (from the worker) with the value of a panic
+	// recovered while serving a session or running its Done. The session is
+	// closed and the worker keeps running. It must not panic itself.
+	OnPanic func(v any, stack []byte)
+}
+
+// Side names an end of a session, for Stats.EndedBy and OpError.Side.
+type Side uint8
+
+const (
+	SideNone Side = iota
+	SideClient
+	SideBackend
+	SideProxy
+)
+
+func (s Side) String() string {
+	switch s {
+	case SideClient:
+		return "client"
+	case SideBackend:
+		return "backend"
+	case SideProxy:
+		return "proxy"
+	}
+	return "none"
+}
+
+// Stats is what a Session's Done receives.
+type Stats struct {
+	ToClient, ToBackend int64 // bytes delivered each way, prefixes included
+	// EndedBy is the side whose EOF, reset or error came first; SideProxy
+	// when the relay ended it (Kick, Close, a failed pipe or epoll call, a
+	// recovered panic).
+	EndedBy Side
+	// Err is nil when both directions ended with a clean EOF. Otherwise an
+	// *OpError wrapping the errno, ErrKicked, ErrClosed, or a *PanicError.
+	Err error
+}
+
+// OpError is a syscall failure that ended a session.
+type OpError struct {
+	Side Side   // the socket's side; SideProxy for pipe, splice-accounting and epoll_wait failures
+	Op   string // "read" (into a pipe), "write" (prefix or out of a pipe), "shutdown", "socket" (SO_ERROR), "pipe", "epoll_ctl", "epoll_wait", "splice"
+	Err  error  // the errno
+}
+
+func (e *OpError) Error() string {
+	return "relay: " + e.Op + " " + e.Side.String() + ": " + e.Err.Error()
+}
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// PanicError is the Stats.Err of a session whose serving panicked.
+type PanicError struct{ Value any }
+
+func (e *PanicError) Error() string { return fmt.Sprintf("relay: panic: %v", e.Value) }
+
+// Session is one login's pair of sockets, handed to Add.
+type Session struct {
+	// ClientFD and BackendFD are connected, non-blocking TCP sockets.
+	// Ownership passes to the relay when Add succeeds: it closes them. No
+	// other fd may share their open file descriptions (gnet's originals must
+	// be closed, which also takes them out of gnet's epoll set), or closing
+	// after a kick or an error would not reach the peers.
+	ClientFD, BackendFD int
+	// ToClient and ToBackend are bytes already read during login that must
+	// reach the other side before anything spliced. The relay keeps the
+	// slices until they are written; the caller must not modify them.
+	ToClient, ToBackend []byte
+	// Done is called exactly once, from a worker goroutine, after both fds
+	// are closed. It runs on the worker's thread: it must return quickly
+	// (hand the Stats to a channel or a logger; never block, never call
+	// Relay.Close). It may call Add and Kick. May be nil.
+	Done func(Stats)
+}
+
+// Relay is a set of workers, made by New. Its methods are safe for
+// concurrent use.
+type Relay struct {
+	workers []*worker
+	next    atomic.Uint32
+	wg      sync.WaitGroup
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// New starts the workers.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Workers < 0 || cfg.PipeSize < 0 || cfg.MaxIdlePipes < 0 {
+		return nil, errors.New("relay: negative Workers, PipeSize or MaxIdlePipes")
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.PipeSize == 0 {
+		cfg.PipeSize = DefaultPipeSize
+	}
+	if cfg.MaxIdlePipes == 0 {
+		cfg.MaxIdlePipes = DefaultMaxIdlePipes
+	}
+	r := &Relay{workers: make([]*worker, 0, cfg.Workers)}
+	for i := 0; i < cfg.Workers; i++ {
+		w, err := newWorker(r, &cfg)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.workers = append(r.workers, w)
+		r.wg.Add(1)
+		go w.run()
+	}
+	return r, nil
+}
+
+// Add hands a session to a worker, round robin. On error the caller still
+// owns the fds.
+func (r *Relay) Add(s *Session) (*Handle, error) {
+	if s == nil || s.ClientFD < 0 || s.BackendFD < 0 || s.ClientFD == s.BackendFD {
+		return nil, errors.New("relay: invalid session fds")
+	}
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	w := r.workers[(r.next.Add(1)-1)%uint32(len(r.workers))]
+	ss := &sess{
+		fd:   [2]int{s.ClientFD, s.BackendFD},
+		done: s.Done,
+		slot: -1,
+	}
+	ss.dir[dirToBackend].prefix = s.ToBackend
+	ss.dir[dirToClient].prefix = s.ToClient
+	for i := range ss.dir {
+		ss.dir[i].pipe = noPipe
+	}
+	ss.h = Handle{s: ss, w: w}
+	if !w.enqueue(ss) {
+		return nil, ErrClosed
+	}
+	return &ss.h, nil
+}
+
+// Close ends every session (each Done gets SideProxy and ErrClosed), stops
+// the workers, closes the pooled pipes and waits for all of it. It must not
+// be called from a Done callback (it would wait for itself). Every call
+// returns once the workers have stopped.
+func (r *Relay) Close() error {
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		for _, w := range r.workers {
+			w.stop()
+		}
+	})
+	r.wg.Wait()
+	return nil
+}
+
+// Counters are gauges (Sessions, PipesInUse, PipesIdle, PrefixBytes) and
+// running totals (the rest), summed over the workers.
+type Counters struct {
+	Sessions    int64 // added and not yet Done
+	PipesInUse  int64 // pipes held by a direction (data in flight or stalled)
+	PipesIdle   int64 // empty pipes in the pools
+	PrefixBytes int64 // prefix bytes not yet written
+	// Totals.
+	PipesCreated      int64
+	PipesResizeFailed int64
+	Panics            int64
+}
+
+// Counters reads the counters; each is atomic, the set is not a snapshot.
+func (r *Relay) Counters() Counters {
+	var c Counters
+	for _, w := range r.workers {
+		c.Sessions += w.ctr.sessions.Load()
+		c.PipesInUse += w.ctr.pipesInUse.Load()
+		c.PipesIdle += w.ctr.pipesIdle.Load()
+		c.PrefixBytes += w.ctr.prefixBytes.Load()
+		c.PipesCreated += w.ctr.pipesCreated.Load()
+		c.PipesResizeFailed += w.ctr.resizeFailed.Load()
+		c.Panics += w.ctr.panics.Load()
+	}
+	return c
+}
+
+// Handle refers to one added session.
+type Handle struct {
+	s      *sess
+	w      *worker
+	kicked atomic.Bool
+}
+
+// Kick ends the session from the proxy side: Done gets SideProxy and
+// ErrKicked, unless the session had already ended. It is asynchronous,
+// idempotent and safe from any goroutine, including Done callbacks.
+func (h *Handle) Kick() {
+	if h.kicked.Swap(true) {
+		return
+	}
+	h.w.kick(h.s)
+}
+
+// Bytes returns the bytes delivered so far each way (prefixes included).
+// Safe from any goroutine; after Done it equals the Stats.
+func (h *Handle) Bytes() (toClient, toBackend int64) {
+	return h.s.dir[dirToClient].n.Load(), h.s.dir[dirToBackend].n.Load()
+}

@@ -1,0 +1,786 @@
+// Package testenv starts private, real backends (currently Dovecot IMAP) on
+// loopback ports for tests and for `make run`.
+//
+// Every instance has its own instance_name, base_dir, state_dir, run folder
+// and ports, so several instances can run side by side and none of them
+// touches the system Dovecot instance (/etc/dovecot, /run/dovecot,
+// /var/lib/dovecot, ports 143/993).
+//
+// Requirements: the Debian packages dovecot-core and dovecot-imapd, and root
+// (the backend stores mail as the `mail` user, uid 8).
+package testenv
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// User is one account of the backend's passwd-file.
+type User struct{ Name, Password string }
+
+// DovecotOptions configures StartDovecot.
+type DovecotOptions struct {
+	// Dir is the run folder (created if missing). "" creates a new temporary
+	// folder, which Stop removes again unless KeepDir is set.
+	Dir string
+	// IMAPPort is the plain IMAP port on 127.0.0.1; 0 picks a free one.
+	IMAPPort int
+	// Users are written to the backend's passwd-file (scheme PLAIN). Names
+	// and passwords must not contain ':' or line breaks.
+	Users []User
+	// MasterUser and MasterPass, if set, enable master logins: LOGIN
+	// "user*master" and SASL PLAIN with authzid=user, authcid=master.
+	MasterUser, MasterPass string
+	// TrustedNetworks is login_trusted_networks (ID x-originating-ip and
+	// friends are accepted from there). "" means "127.0.0.0/8".
+	TrustedNetworks string
+	// ExtraConfig is appended verbatim to the generated dovecot.conf.
+	ExtraConfig string
+	// StartTimeout bounds the wait for the first greeting; 0 means 30s.
+	StartTimeout time.Duration
+	// AuthPenalty keeps Dovecot's per-IP delay after failed logins (anvil
+	// auth penalty, up to 15 s, also delaying later good logins from that
+	// IP). Off by default: auth_failure_delay = 0 is not enough for that.
+	AuthPenalty bool
+	// KeepDir keeps a temporary Dir (Dir == "") after Stop.
+	KeepDir bool
+}
+
+// Dovecot is a running private Dovecot instance.
+type Dovecot struct {
+	Dir      string // run folder
+	IMAPAddr string // "127.0.0.1:NNNN"
+	LogPath  string // log file (errors, info and debug lines), e.g. "rip=" of logins
+	ConfPath string // generated dovecot.conf
+	BaseDir  string // Dovecot's base_dir (sockets, master.pid)
+	Instance string // instance_name
+	PID      int    // master process id
+
+	removeDir bool // Dir was created by StartDovecot
+	cmd       *exec.Cmd
+	done      chan struct{} // closed when the master has exited and was reaped
+	waitErr   error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// libexecDirs are where Debian and other distributions put Dovecot's helper
+// binaries (imap, imap-login, ...).
+var libexecDirs = []string{"/usr/lib/dovecot", "/usr/libexec/dovecot", "/usr/local/libexec/dovecot"}
+
+// Available returns nil if a private Dovecot IMAP backend can be started
+// here, or an error saying what is missing.
+func Available() error {
+	var missing []string
+	for _, bin := range []string{"dovecot", "doveadm"} {
+		if _, err := lookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("testenv: dovecot not installed (%s not found): apt-get install -y dovecot-core dovecot-imapd", strings.Join(missing, ", "))
+	}
+	if libexecDir() == "" {
+		return errors.New("testenv: dovecot IMAP server not installed (no imap/imap-login binary): apt-get install -y dovecot-imapd")
+	}
+	for _, name := range []string{"mail", "dovenull", "dovecot"} {
+		if _, err := user.Lookup(name); err != nil {
+			return fmt.Errorf("testenv: system user %q missing (normally created by the dovecot-core package): %v", name, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("testenv: a private dovecot backend must be started as root (it stores mail as user mail)")
+	}
+	return nil
+}
+
+func libexecDir() string {
+	for _, d := range libexecDirs {
+		if fileExists(filepath.Join(d, "imap")) && fileExists(filepath.Join(d, "imap-login")) {
+			return d
+		}
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// lookPath finds a binary in PATH or in the sbin folders (which are often
+// missing from PATH of non-login shells).
+func lookPath(bin string) (string, error) {
+	if p, err := exec.LookPath(bin); err == nil {
+		return p, nil
+	}
+	for _, d := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/usr/local/sbin", "/usr/local/bin"} {
+		p := filepath.Join(d, bin)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", bin)
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartDovecot writes a configuration into opts.Dir, starts `dovecot -F -c
+// CONF` and returns once the IMAP port has greeted with "* OK".
+func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	d := &Dovecot{}
+	if opts.Dir == "" {
+		dir, err := os.MkdirTemp("", "doorman-dovecot-")
+		if err != nil {
+			return nil, err
+		}
+		d.removeDir = !opts.KeepDir
+		opts.Dir = dir
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	d.Dir = dir
+	fail := func(err error) (*Dovecot, error) {
+		if d.removeDir {
+			os.RemoveAll(d.Dir)
+		}
+		return nil, err
+	}
+	if err := prepareDir(dir); err != nil {
+		return fail(err)
+	}
+	d.ConfPath = filepath.Join(dir, "dovecot.conf")
+	d.LogPath = filepath.Join(dir, "dovecot.log")
+	d.Instance, d.BaseDir = instanceNames(dir)
+	if err := stopStale(d.BaseDir); err != nil {
+		return fail(err)
+	}
+	if err := writeAuthFiles(dir, opts); err != nil {
+		return fail(err)
+	}
+
+	tries := 1
+	if opts.IMAPPort == 0 {
+		tries = 3 // the free port may be taken between FreePort and bind
+	}
+	var lastErr error
+	for i := 0; i < tries; i++ {
+		port := opts.IMAPPort
+		if port == 0 {
+			if port, err = FreePort(); err != nil {
+				return fail(err)
+			}
+		}
+		d.IMAPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if err := os.WriteFile(d.ConfPath, []byte(d.config(opts, port)), 0o644); err != nil {
+			return fail(err)
+		}
+		if lastErr = d.start(opts); lastErr == nil {
+			return d, nil
+		}
+		if !strings.Contains(lastErr.Error(), "in use") {
+			break
+		}
+	}
+	return fail(lastErr)
+}
+
+// instanceNames derives a unique instance_name and a short base_dir from the
+// run folder. Unix socket paths are limited to 108 bytes, so base_dir lives
+// in the run folder only if that is short enough.
+func instanceNames(dir string) (instance, baseDir string) {
+	h := fnv.New64a()
+	h.Write([]byte(dir))
+	id := fmt.Sprintf("%016x", h.Sum64())[:12]
+	instance = "doorman-" + id
+	baseDir = filepath.Join(dir, "base")
+	// the longest socket name below base_dir is about 30 bytes
+	// ("token-login/imap-urlauth", "imap-urlauth-worker", ...)
+	if len(baseDir) > 64 {
+		baseDir = filepath.Join(os.TempDir(), "dovecot-"+id)
+	}
+	return instance, baseDir
+}
+
+// prepareDir creates the run folder, makes it and its parents traversable
+// for Dovecot's unprivileged users (dovenull, dovecot, mail) and creates the
+// mail folder owned by mail.
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	// Parents: add only o+x where it is missing (e.g. t.TempDir's 0700 parent).
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(p, st.Mode().Perm()|0o001); err != nil {
+				return fmt.Errorf("testenv: %s is not traversable for dovecot's users: %v", p, err)
+			}
+		}
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	mail, err := user.Lookup("mail")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(mail.Uid)
+	gid, _ := strconv.Atoi(mail.Gid)
+	mailDir := filepath.Join(dir, "mail")
+	if err := os.MkdirAll(mailDir, 0o750); err != nil {
+		return err
+	}
+	// chown the whole tree: a reused run folder may hold older mail
+	if err := filepath.Walk(mailDir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	}); err != nil {
+		return err
+	}
+	return os.MkdirAll(filepath.Join(dir, "state"), 0o755)
+}
+
+func writeAuthFiles(dir string, opts DovecotOptions) error {
+	grp, err := user.LookupGroup("dovecot")
+	if err != nil {
+		return err
+	}
+	gid, _ := strconv.Atoi(grp.Gid)
+	write := func(name string, users []User) error {
+		var b strings.Builder
+		for _, u := range users {
+			if strings.ContainsAny(u.Name+u.Password, ":\r\n") || u.Name == "" {
+				return fmt.Errorf("testenv: invalid user %q (no ':' or line breaks allowed)", u.Name)
+			}
+			fmt.Fprintf(&b, "%s:{PLAIN}%s::::::\n", u.Name, u.Password)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(b.String()), 0o640); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, 0o640); err != nil {
+			return err
+		}
+		return os.Chown(p, 0, gid)
+	}
+	if err := write("users.passwd", opts.Users); err != nil {
+		return err
+	}
+	if opts.MasterUser != "" {
+		return write("masters.passwd", []User{{opts.MasterUser, opts.MasterPass}})
+	}
+	return nil
+}
+
+func (d *Dovecot) config(opts DovecotOptions, port int) string {
+	trusted := opts.TrustedNetworks
+	if trusted == "" {
+		trusted = "127.0.0.0/8"
+	}
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# generated by doorman/engine/testenv - do not edit")
+	p("instance_name = %s", d.Instance)
+	p("base_dir = %s", d.BaseDir)
+	p("state_dir = %s", filepath.Join(d.Dir, "state"))
+	p("listen = 127.0.0.1")
+	p("protocols = imap")
+	p("ssl = no")
+	p("disable_plaintext_auth = no")
+	p("auth_mechanisms = plain login")
+	p("auth_failure_delay = 0")
+	p("auth_verbose = yes")
+	p("log_path = %s", d.LogPath)
+	p("info_log_path = %s", d.LogPath)
+	p("debug_log_path = %s", d.LogPath)
+	p("login_log_format_elements = user=<%%u> method=%%m rip=%%r lip=%%l mpid=%%e %%c session=<%%{session}>")
+	p("login_trusted_networks = %s", trusted)
+	p("mail_location = maildir:%s/mail/%%d/%%n/Maildir", d.Dir)
+	p("mail_uid = mail")
+	p("mail_gid = mail")
+	p("first_valid_uid = 8")
+	p("first_valid_gid = 8")
+	p("mail_max_userip_connections = 10000")
+	p("imap_id_log = *")
+	p("default_vsz_limit = 1G")
+	p("default_client_limit = 20000")
+	p("shutdown_clients = yes")
+	p("")
+	if opts.MasterUser != "" {
+		p("auth_master_user_separator = *")
+		p("passdb {")
+		p("  driver = passwd-file")
+		p("  args = scheme=PLAIN username_format=%%u %s", filepath.Join(d.Dir, "masters.passwd"))
+		p("  master = yes")
+		p("  pass = yes")
+		p("}")
+	}
+	p("passdb {")
+	p("  driver = passwd-file")
+	p("  args = scheme=PLAIN username_format=%%u %s", filepath.Join(d.Dir, "users.passwd"))
+	p("}")
+	p("userdb {")
+	p("  driver = static")
+	p("  args = uid=mail gid=mail home=%s/mail/%%d/%%n", d.Dir)
+	p("}")
+	p("")
+	p("service imap-login {")
+	p("  inet_listener imap {")
+	p("    address = 127.0.0.1")
+	p("    port = %d", port)
+	p("  }")
+	p("  inet_listener imaps {")
+	p("    port = 0")
+	p("  }")
+	p("  service_count = 0")
+	p("  process_min_avail = 2")
+	p("  client_limit = 9000")
+	p("}")
+	p("service imap {")
+	p("  process_limit = 12000")
+	p("}")
+	if !opts.AuthPenalty {
+		// Without this socket the auth process disables its per-IP
+		// penalty (2..15 s delays after failed logins, applied to all
+		// later logins from that IP, e.g. from the proxy).
+		p("service anvil {")
+		p("  unix_listener anvil-auth-penalty {")
+		p("    mode = 0")
+		p("  }")
+		p("}")
+	}
+	if opts.ExtraConfig != "" {
+		p("")
+		p("%s", opts.ExtraConfig)
+	}
+	return b.String()
+}
+
+// start runs the master in the foreground (-F) as a child of this process,
+// so it can be reaped and is killed (SIGTERM) if this process dies.
+func (d *Dovecot) start(opts DovecotOptions) error {
+	bin, err := lookPath("dovecot")
+	if err != nil {
+		return err
+	}
+	// Raise the fd limit for the master and its children (up to 9,000
+	// sessions; the log and stats processes hold one fd per session
+	// process): to 65536 if allowed (needs CAP_SYS_RESOURCE), else soft
+	// to the hard limit.
+	cmd := exec.Command("/bin/sh", "-c",
+		`ulimit -n 65536 2>/dev/null || ulimit -Sn "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"`,
+		bin, "-F", "-c", d.ConfPath)
+	cmd.Dir = d.Dir
+	// A file, not a pipe: dovecot's children inherit it, and os/exec would
+	// wait for all of them to close a pipe before Wait returns.
+	out, err := os.OpenFile(d.StderrPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer out.Close() // the child has its own copy
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true, // a terminal's Ctrl-C reaches only us; Stop shuts dovecot down in order
+		Pdeathsig: syscall.SIGTERM,
+	}
+	d.cmd = cmd
+	d.done = make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the creating OS thread exits: keep this
+		// thread locked and alive for the lifetime of the master.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(d.done)
+			return
+		}
+		started <- nil
+		d.waitErr = cmd.Wait()
+		close(d.done)
+	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("testenv: starting dovecot: %v", err)
+	}
+	d.PID = cmd.Process.Pid
+
+	timeout := opts.StartTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-d.done:
+			log, _ := d.Log()
+			return fmt.Errorf("testenv: dovecot exited (%v): %s%s", d.waitErr, d.stderr(), tail(log, 20))
+		default:
+		}
+		if err := greet(d.IMAPAddr); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			d.kill()
+			<-d.done
+			log, _ := d.Log()
+			return fmt.Errorf("testenv: dovecot did not greet on %s within %v: %v; %s%s", d.IMAPAddr, timeout, err, d.stderr(), tail(log, 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 1 && lines[0] == "" {
+		return ""
+	}
+	return "\nlog tail:\n" + strings.Join(lines, "\n")
+}
+
+// greet connects to addr and expects an IMAP "* OK" greeting.
+func greet(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "* OK") {
+		return fmt.Errorf("unexpected greeting %q", line)
+	}
+	c.Write([]byte("z LOGOUT\r\n"))
+	return nil
+}
+
+// Pids returns the master's pid and those of its live children.
+func (d *Dovecot) Pids() []int {
+	if !d.Running() || !alive(d.PID) {
+		return nil
+	}
+	return append([]int{d.PID}, children(d.PID)...)
+}
+
+// Running reports whether the master process is still alive.
+func (d *Dovecot) Running() bool {
+	select {
+	case <-d.done:
+		return false
+	default:
+		return d.PID != 0
+	}
+}
+
+// Done is closed when the master process has exited.
+func (d *Dovecot) Done() <-chan struct{} { return d.done }
+
+// Stop stops the instance (SIGTERM to the master, which stops its children),
+// waits until all its processes are gone and the IMAP port is closed, and
+// removes the base_dir (and a temporary Dir). It is safe to call twice.
+func (d *Dovecot) Stop() error {
+	d.stopOnce.Do(func() { d.stopErr = d.stop() })
+	return d.stopErr
+}
+
+func (d *Dovecot) stop() error {
+	var errs []error
+	procs := d.Pids()
+	if d.cmd != nil && d.cmd.Process != nil {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	// alive, and still one of ours (pids are reused)
+	ours := func(pid int) bool { return alive(pid) && d.owns(pid) }
+	kill := func(pids []int, sig syscall.Signal) {
+		for _, pid := range pids {
+			if ours(pid) {
+				syscall.Kill(pid, sig)
+			}
+		}
+	}
+	waitGone := func(pids []int, timeout time.Duration) bool {
+		deadline := time.Now().Add(timeout)
+		for _, pid := range pids {
+			for ours(pid) {
+				if time.Now().After(deadline) {
+					return false
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		return true
+	}
+	// The master normally exits within about a second and stops most
+	// services, but mail processes (imap) only notice that up to 10 s
+	// later (despite shutdown_clients = yes), and a service process that
+	// was still starting up may ignore the master for 5 s. Terminate what
+	// is left directly; the log process goes last, so that it records
+	// their last lines.
+	master := procs[:min(1, len(procs))]
+	var logProc, others []int
+	for _, pid := range procs[len(master):] {
+		if strings.HasSuffix(procName(pid), "/log") {
+			logProc = append(logProc, pid)
+		} else {
+			others = append(others, pid)
+		}
+	}
+	termOthers := func() {
+		// the master may have started processes since the snapshot
+		var now []int
+		if d.Running() {
+			now = children(d.PID)
+		}
+	next:
+		for _, pid := range now {
+			for _, p := range append(others, logProc...) {
+				if p == pid {
+					continue next
+				}
+			}
+			if strings.HasSuffix(procName(pid), "/log") {
+				logProc = append(logProc, pid)
+			} else {
+				others = append(others, pid)
+			}
+		}
+		kill(others, syscall.SIGTERM)
+	}
+	if !waitGone(master, 1500*time.Millisecond) {
+		termOthers()
+		if !waitGone(master, 10*time.Second) {
+			errs = append(errs, fmt.Errorf("testenv: dovecot master %d ignored SIGTERM, killing it", d.PID))
+			kill(master, syscall.SIGKILL)
+		}
+	}
+	termOthers()
+	if !waitGone(others, 5*time.Second) {
+		errs = append(errs, fmt.Errorf("testenv: dovecot processes ignored SIGTERM, killing them"))
+		kill(others, syscall.SIGKILL)
+	}
+	if !waitGone(logProc, 2*time.Second) {
+		kill(logProc, syscall.SIGTERM)
+		if !waitGone(logProc, 2*time.Second) {
+			kill(logProc, syscall.SIGKILL)
+		}
+	}
+	if d.done != nil {
+		select {
+		case <-d.done:
+		case <-time.After(5 * time.Second):
+			errs = append(errs, fmt.Errorf("testenv: dovecot master %d not reaped", d.PID))
+		}
+	}
+	if all := append(append(master, others...), logProc...); !waitGone(all, 5*time.Second) {
+		errs = append(errs, fmt.Errorf("testenv: dovecot processes %v still alive", all))
+	}
+	// The listening socket is closed with the last process holding it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", d.IMAPAddr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			errs = append(errs, fmt.Errorf("testenv: %s still accepts connections after stop", d.IMAPAddr))
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.HasPrefix(d.BaseDir, d.Dir+string(filepath.Separator)) {
+		os.RemoveAll(d.BaseDir)
+	}
+	if d.removeDir && len(errs) == 0 {
+		if err := os.RemoveAll(d.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// procName returns the process title (dovecot names its services
+// "dovecot-INSTANCE/SERVICE").
+func procName(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.TrimRight(strings.SplitN(string(b), "\x00", 2)[0], " ")
+}
+
+// StderrPath is where the master's stdout and stderr go (startup errors
+// before logging is set up).
+func (d *Dovecot) StderrPath() string { return filepath.Join(d.Dir, "dovecot.stderr") }
+
+func (d *Dovecot) stderr() string {
+	b, _ := os.ReadFile(d.StderrPath())
+	return strings.TrimSpace(string(b))
+}
+
+// kill SIGKILLs the master and its children.
+func (d *Dovecot) kill() {
+	for _, pid := range d.Pids() {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// owns reports whether pid is a process of this instance: the master, or a
+// service titled "dovecot-INSTANCE/..." (or a fresh fork still showing the
+// master's command line).
+func (d *Dovecot) owns(pid int) bool {
+	if pid == d.PID {
+		return d.Running()
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	cmdline := string(b)
+	return strings.HasPrefix(cmdline, "dovecot-"+d.Instance+"/") || strings.Contains(cmdline, d.ConfPath)
+}
+
+// Log returns the current contents of the log file.
+func (d *Dovecot) Log() (string, error) {
+	b, err := os.ReadFile(d.LogPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	return string(b), err
+}
+
+// WaitLog polls the log until it contains substr or timeout expires; the log
+// is written asynchronously by Dovecot's log process.
+func (d *Dovecot) WaitLog(substr string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		log, err := d.Log()
+		if err != nil {
+			return log, err
+		}
+		if strings.Contains(log, substr) {
+			return log, nil
+		}
+		if time.Now().After(deadline) {
+			return log, fmt.Errorf("testenv: %q not in %s after %v", substr, d.LogPath, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stopStale kills a master left running by an earlier run on the same run
+// folder (its master.pid in our base_dir), so a restart does not fail.
+func stopStale(baseDir string) error {
+	b, err := os.ReadFile(filepath.Join(baseDir, "master.pid"))
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 || !alive(pid) {
+		return nil
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if filepath.Base(exe) != "dovecot" {
+		return nil
+	}
+	all := append([]int{pid}, children(pid)...)
+	syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range all {
+		for alive(p) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(p) {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
+	return nil
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	st, ok := procStat(pid)
+	return ok && st.state != 'Z' && st.state != 'X'
+}
+
+type stat struct {
+	state byte
+	ppid  int
+}
+
+func procStat(pid int) (stat, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return stat{}, false
+	}
+	// "pid (comm) state ppid ..."; comm may contain spaces and parens.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return stat{}, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return stat{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return stat{state: f[0][0], ppid: ppid}, true
+}
+
+// children returns the live processes whose parent is pid (Dovecot's
+// services are all direct children of the master).
+func children(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := procStat(p); ok && st.ppid == pid && st.state != 'Z' {
+			out = append(out, p)
+		}
+	}
+	return out
+}
