@@ -24,7 +24,8 @@
 #
 # Environment: KS ("1000 4000 8000"), RUNS (3), PER_PROC (4000), CONCURRENCY (per loader,
 # 16), SIZE (20000000), ROUNDS (15), LOG_LEVEL (warn), BUDGET (780 s), BACKEND_PORT (21143),
-# PROXY_PORT (21144), NUSERS (50 users, u001..: sessions are spread over them), KEEP=1 keeps the work folder (logs) after the run.
+# PROXY_PORT (21144 for the first Doorman; each restart takes the next port), NUSERS (50:
+# users u001.. share the sessions), KEEP=1 keeps the work folder (logs) after the run.
 set -euo pipefail
 
 KS=${KS:-"1000 4000 8000"}
@@ -124,17 +125,34 @@ backend_imap_procs() {
 	if [ -n "$m" ]; then pgrep -c -P "$m" -x imap || true; else echo 0; fi
 }
 
+# start_doorman TAG: a fresh Doorman on the next port from PROXY_PORT up. A new port each
+# time: Doorman's listener does not set SO_REUSEADDR, so it cannot bind its port again while
+# a connection it closed itself (e.g. after LOGOUT) is in TIME_WAIT there. If the bind
+# fails all the same (TIME_WAIT left by an earlier run), the next port is tried.
+DOORMAN_STARTS=0
 start_doorman() {
-	local tag=$1
+	local tag=$1 try
 	DOORMAN_LOG="$WORK/doorman-$tag.log"
-	"$ROOT/bin/doorman" -c "$WORK/doorman.yaml" >"$DOORMAN_LOG" 2>&1 &
-	DOORMAN_PID=$!
-	for _ in $(seq 1 100); do
-		greets 127.0.0.1 "$PROXY_PORT" && return 0
-		kill -0 "$DOORMAN_PID" 2>/dev/null || { cat "$DOORMAN_LOG"; die "Doorman exited at start"; }
-		sleep 0.1
+	for try in 1 2 3 4 5; do
+		DOORMAN_PORT=$((PROXY_PORT + DOORMAN_STARTS))
+		DOORMAN_STARTS=$((DOORMAN_STARTS + 1))
+		write_doorman_config "$DOORMAN_PORT"
+		"$ROOT/bin/doorman" -c "$WORK/doorman.yaml" >"$DOORMAN_LOG" 2>&1 &
+		DOORMAN_PID=$!
+		for _ in $(seq 1 100); do
+			greets 127.0.0.1 "$DOORMAN_PORT" && return 0
+			kill -0 "$DOORMAN_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		wait "$DOORMAN_PID" 2>/dev/null || true
+		if grep -q 'address already in use' "$DOORMAN_LOG"; then
+			log "Doorman cannot bind 127.0.0.1:$DOORMAN_PORT ($(ss -Htan state time-wait "( sport = :$DOORMAN_PORT )" | wc -l) TIME_WAIT sockets on that port): trying the next port"
+			continue
+		fi
+		cat "$DOORMAN_LOG"
+		die "Doorman does not start on 127.0.0.1:$DOORMAN_PORT"
 	done
-	die "Doorman does not greet on 127.0.0.1:$PROXY_PORT"
+	die "Doorman could not bind 5 ports in a row"
 }
 
 stop_doorman() {
@@ -177,7 +195,7 @@ start_loaders() {
 		n=$((left / (procs - i)))
 		left=$((left - n))
 		local out="$WORK/load-$tag-$i.out"
-		"$WORK/bin/imapload" -addr "127.0.0.1:$PROXY_PORT" -n "$n" -users "$WORK/backend-users" \
+		"$WORK/bin/imapload" -addr "127.0.0.1:$DOORMAN_PORT" -n "$n" -users "$WORK/backend-users" \
 			-source-ips "127.$((base + i)).0.1-127.$((base + i)).0.50" -concurrency "$CONCURRENCY" \
 			-hold 0 -progress 5s -label "$tag/p$i" >"$out" 2>"$out.err" &
 		LOADER_PIDS+=($!)
@@ -276,14 +294,17 @@ if [ -n "$DOVECOT_CONF" ]; then
 	log "backend capacity settings: $(grep -E 'client_limit|process_limit|mail_max_userip|vsz_limit' "$DOVECOT_CONF" | tr -s ' \n' ' ')"
 fi
 
-cat >"$WORK/doorman.yaml" <<EOF
+write_doorman_config() {
+	cat >"$WORK/doorman.yaml" <<EOF
 listeners:
-  - {name: imap, protocol: imap, address: "127.0.0.1:$PROXY_PORT"}
+  - {name: imap, protocol: imap, address: "127.0.0.1:$1"}
 passdb:
   - {driver: passwd-file, path: users.passwd}
 login_trusted_networks: [127.0.0.0/8]
 log: {level: $LOG_LEVEL, format: json}
 EOF
+}
+write_doorman_config "$PROXY_PORT"
 "$ROOT/bin/doorman" -c "$WORK/doorman.yaml" -t >/dev/null || die "Doorman rejects the configuration"
 
 # ---- idle sessions -----------------------------------------------------------------------
@@ -300,7 +321,7 @@ for run in $(seq 1 "$RUNS"); do
 			continue
 		fi
 		tag="r$run-k$k"
-		log "run $run, K=$k: fresh Doorman"
+		log "run $run, K=$k: fresh Doorman (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 		wait_backend_idle
 		start_doorman "$tag"
 
@@ -369,12 +390,13 @@ if [ "$(elapsed)" -gt "$BUDGET" ]; then
 fi
 wait_backend_idle
 start_doorman fetch
-log "fetchbench: $SIZE bytes, $ROUNDS rounds, direct 127.0.0.1:$BACKEND_PORT vs Doorman 127.0.0.1:$PROXY_PORT (pid $DOORMAN_PID)"
-timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$PROXY_PORT" \
+log "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+log "fetchbench: $SIZE bytes, $ROUNDS rounds, direct 127.0.0.1:$BACKEND_PORT vs Doorman 127.0.0.1:$DOORMAN_PORT (pid $DOORMAN_PID)"
+timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$DOORMAN_PORT" \
 	-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" -proxy-pid "$DOORMAN_PID" || log "fetchbench failed (status $?)"
 echo
 log "fetchbench A/A (noise floor): the backend on both sides"
 timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$BACKEND_PORT" \
 	-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" || log "fetchbench A/A failed (status $?)"
 stop_doorman
-log "done in $(elapsed)s"
+log "done in $(elapsed)s (load average $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
 
 	"doorman/codec/imap"
@@ -74,6 +75,9 @@ func (d *dialer) dial(ctx context.Context, target netip.AddrPort, source netip.A
 	return c.(*net.TCPConn), nil
 }
 
+// readBufs holds the backend-login read buffers: one is in use only while a login runs.
+var readBufs bytebufferpool.Pool
+
 // maxBackendLine is Dovecot's MAX_PROXY_INPUT_SIZE; the codec enforces it, and the read
 // buffer here need not be larger.
 const maxBackendLine = 4096
@@ -95,7 +99,12 @@ func (srv *Server) backendAttempt(ctx context.Context, target netip.AddrPort, so
 	defer stop()
 
 	bl := imap.NewBackendLogin(bp)
-	buf := make([]byte, 0, maxBackendLine+512)
+	bb := readBufs.Get()
+	defer readBufs.Put(bb)
+	if cap(bb.B) < maxBackendLine+512 {
+		bb.B = make([]byte, 0, maxBackendLine+512)
+	}
+	buf := bb.B[:0]
 	for {
 		if len(buf) == cap(buf) {
 			// The codec gives up on over-long lines itself; this only guards the buffer.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"doorman/codec/imap"
 )
@@ -44,7 +45,6 @@ type session struct {
 	lst    *listener
 	remote netip.AddrPort
 	local  netip.AddrPort
-	log    *zap.Logger
 
 	imap    *imap.Session
 	stage   Stage
@@ -52,6 +52,7 @@ type session struct {
 	handoff bool
 	cancel  context.CancelFunc
 	user    string
+	target  string // the backend, once known
 
 	started  time.Time
 	loginAt  time.Duration // time from accept to the end of the backend login
@@ -96,7 +97,6 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 		started: time.Now(),
 	}
 	s.id = sessionID(s.started, remote)
-	s.log = srv.log.With(zap.String("session", s.id))
 	secured := srv.isTrusted(remote.Addr()) || remote.Addr() == local.Addr()
 	s.imap = imap.NewSession(&srv.imapCfg, imap.SessionInfo{
 		Secured:          secured,
@@ -119,7 +119,7 @@ func (h *handler) OnTraffic(c gnet.Conn) (action gnet.Action) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic in OnTraffic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logf(zap.ErrorLevel, "panic in OnTraffic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 			s.endedBy, s.reason = "proxy", "internal error"
 			action = gnet.Close
 		}
@@ -135,7 +135,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 	c.SetContext(nil)
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic in OnClose", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logf(zap.ErrorLevel, "panic in OnClose", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
 	s.closed = true
@@ -156,7 +156,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		}
 	}
 	s.srv.stats.Active.Add(-1)
-	s.logEnd(0, 0)
+	s.logEnd()
 	return gnet.None
 }
 
@@ -229,21 +229,56 @@ func (s *session) closeNow(endedBy, reason string) {
 	_ = s.c.EventLoop().Close(s.c)
 }
 
-func (s *session) logEnd(relayIn, relayOut int64, extra ...zap.Field) {
-	fields := []zap.Field{
-		zap.String("listener", s.lst.Name),
-		zap.String("remote", s.remote.String()),
-		zap.String("local", s.local.String()),
-		zap.String("user", s.user),
-		zap.String("stage", s.stage.String()),
-		zap.String("ended_by", s.endedBy),
-		zap.String("reason", s.reason),
-		zap.Int64("in", s.in+relayIn),
-		zap.Int64("out", s.out+relayOut),
-		zap.Duration("login", s.loginAt),
-		zap.Duration("duration", time.Since(s.started)),
+// logf writes one line about this session: every line carries the session id. (No child
+// logger per session: zap's With clones the encoder, too much for a connection.)
+func (s *session) logf(level zapcore.Level, msg string, fields ...zap.Field) {
+	if ce := s.srv.log.Check(level, msg); ce != nil {
+		ce.Write(append(fields, zap.String("session", s.id))...)
 	}
-	s.log.Info("session ended", append(fields, extra...)...)
+}
+
+// endRecord is what a session keeps for its last log line once it is relayed: the login
+// phase's state (codec, gnet conn) is dropped at the hand-off so an idle relayed session
+// costs only this and the relay's own record.
+type endRecord struct {
+	srv      *Server
+	id       string
+	listener string
+	user     string
+	target   string
+	remote   netip.AddrPort
+	local    netip.AddrPort
+	started  time.Time
+	loginAt  time.Duration
+	in, out  int64
+}
+
+func (s *session) record(target string) *endRecord {
+	return &endRecord{srv: s.srv, id: s.id, listener: s.lst.Name, user: s.user, target: target,
+		remote: s.remote, local: s.local, started: s.started, loginAt: s.loginAt, in: s.in, out: s.out}
+}
+
+// log writes the one line that says how a session ended.
+func (r *endRecord) log(stage Stage, endedBy, reason string, relayIn, relayOut int64) {
+	r.srv.log.Info("session ended",
+		zap.String("session", r.id),
+		zap.String("listener", r.listener),
+		zap.String("remote", r.remote.String()),
+		zap.String("local", r.local.String()),
+		zap.String("user", r.user),
+		zap.String("target", r.target),
+		zap.String("stage", stage.String()),
+		zap.String("ended_by", endedBy),
+		zap.String("reason", reason),
+		zap.Int64("in", r.in+relayIn),
+		zap.Int64("out", r.out+relayOut),
+		zap.Duration("login", r.loginAt),
+		zap.Duration("duration", time.Since(r.started)),
+	)
+}
+
+func (s *session) logEnd() {
+	s.record(s.target).log(s.stage, s.endedBy, s.reason, 0, 0)
 }
 
 func (srv *Server) listenerFor(local netip.AddrPort) *listener {

@@ -31,7 +31,6 @@ type loginRequest struct {
 	remote  netip.AddrPort
 	local   netip.AddrPort
 	started time.Time
-	log     *zap.Logger
 }
 
 // loginOutcome is what the goroutine hands back to the loop.
@@ -53,7 +52,7 @@ func (s *session) startLogin(cr *imap.Credentials) {
 	s.user = cr.User
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	req := &loginRequest{id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started, log: s.log}
+	req := &loginRequest{id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
 	el := s.c.EventLoop()
 	go func() {
 		out := s.srv.login(ctx, req)
@@ -71,7 +70,7 @@ func (s *session) startLogin(cr *imap.Credentials) {
 func (s *session) finishLogin(out *loginOutcome) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic finishing login", zap.Any("panic", r))
+			s.logf(zap.ErrorLevel, "panic finishing login", zap.Any("panic", r))
 			if out.backendFD >= 0 {
 				_ = unix.Close(out.backendFD)
 				out.backendFD = -1
@@ -91,13 +90,15 @@ func (s *session) finishLogin(out *loginOutcome) {
 	}
 	s.user = out.user
 	s.stage = out.stage
+	s.loginAt = time.Since(s.started)
 	if out.backendFD >= 0 {
 		s.srv.stats.LoginsOK.Add(1)
 		s.handOff(out, 0)
 		return
 	}
 	s.srv.stats.LoginsFailed.Add(1)
-	s.log.Info("login failed", zap.String("user", out.user), zap.String("stage", out.stage.String()),
+	s.target = out.target
+	s.logf(zap.InfoLevel, "login failed", zap.String("user", out.user), zap.String("stage", out.stage.String()),
 		zap.String("target", out.target), zap.String("reason", out.reason))
 	s.stage = StageAuth
 	s.loop.touch(s)
@@ -145,7 +146,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	fd, err := c.Dup()
 	if err != nil {
 		_ = unix.Close(out.backendFD)
-		s.log.Error("dup of the client socket failed", zap.Error(err))
+		s.logf(zap.ErrorLevel, "dup of the client socket failed", zap.Error(err))
 		s.closeNow("proxy", "dup failed")
 		return
 	}
@@ -153,32 +154,30 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	s.stage = StageRelay
 	s.srv.stats.Active.Add(-1)
 	_ = c.EventLoop().Close(c) // synchronous: OnClose runs now, and sees handoff
-	s.srv.stats.Relaying.Add(1)
-	s.in += int64(len(toBackend))
-	_, err = s.srv.relay.Add(&relay.Session{
+	srv := s.srv
+	srv.stats.Relaying.Add(1)
+	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
+	rec := s.record(out.target)
+	s.imap = nil
+	_, err = srv.relay.Add(&relay.Session{
 		ClientFD:  fd,
 		BackendFD: out.backendFD,
 		ToClient:  out.toClient,
 		ToBackend: toBackend,
 		Done: func(st relay.Stats) {
-			s.srv.stats.Relaying.Add(-1)
-			s.endedBy = sideName(st.EndedBy)
-			s.reason = "disconnected"
+			srv.stats.Relaying.Add(-1)
+			reason := "disconnected"
 			if st.Err != nil {
-				s.reason = st.Err.Error()
+				reason = st.Err.Error()
 			}
-			// The prefixes are counted by the relay; take them back out of the
-			// login-phase counters so nothing is counted twice.
-			s.in -= int64(len(toBackend))
-			s.logEnd(st.ToBackend, st.ToClient, zap.String("target", out.target))
+			rec.log(StageRelay, sideName(st.EndedBy), reason, st.ToBackend, st.ToClient)
 		},
 	})
 	if err != nil {
-		s.srv.stats.Relaying.Add(-1)
+		srv.stats.Relaying.Add(-1)
 		_ = unix.Close(fd)
 		_ = unix.Close(out.backendFD)
-		s.endedBy, s.reason = "proxy", "relay: "+err.Error()
-		s.logEnd(0, 0)
+		rec.log(StageRelay, "proxy", "relay: "+err.Error(), 0, 0)
 	}
 }
 
@@ -292,6 +291,13 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		out.reason = "proxy: host not given"
 		return out
 	}
+	if p.SSL != "" || p.StartTLS != "" {
+		// TLS to backends lands with the TLS issue; never send a password in the clear
+		// where the passdb asked for TLS.
+		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.reason = "proxy: ssl/starttls to backends is not supported yet"
+		return out
+	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
@@ -396,4 +402,3 @@ func idFields(req *loginRequest, forward []route.KV) []imap.BackendIDField {
 	}
 	return f
 }
-

@@ -74,7 +74,7 @@ func (ls *loopState) expire(now int64, timeout time.Duration) {
 func (s *session) expire() {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic in timeout", zap.Any("panic", r))
+			s.logf(zap.ErrorLevel, "panic in timeout", zap.Any("panic", r))
 			s.closeNow("proxy", "internal error")
 		}
 	}()

@@ -427,7 +427,8 @@ func (s *Session) State() State {
 
 // Feed reads what the client sent. in must hold every byte not consumed by earlier calls,
 // then the new ones. consumed is how many of them the engine may drop. A command is
-// consumed only once it is complete, so in may have to hold up to MaxLine bytes.
+// consumed only once it is complete, so in may have to hold up to MaxLine+2 bytes
+// (AUTHENTICATE: its line up to the mechanism, then up to 8 KiB of initial response).
 //
 // While a login or STARTTLS is pending, and once the session is done, Feed consumes
 // nothing: those bytes belong to what comes next. After Resume leaves the session in

@@ -4,6 +4,7 @@ package relay
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"hash"
 	"io"
@@ -169,6 +170,20 @@ func randBytes(n int, seed uint64) []byte {
 	var s [32]byte
 	s[0], s[1] = byte(seed), byte(seed>>8)
 	rand.NewChaCha8(s).Read(b)
+	return b
+}
+
+// tiled is n bytes of randPool, each 4 KiB page stamped with its offset and
+// seed: cheap to make, and no two pages alike.
+func tiled(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	for off := 0; off < n; off += len(randPool) {
+		copy(b[off:], randPool)
+	}
+	for pg := 0; pg+16 <= n; pg += 4096 {
+		binary.LittleEndian.PutUint64(b[pg:], uint64(pg))
+		binary.LittleEndian.PutUint64(b[pg+8:], seed)
+	}
 	return b
 }
 
