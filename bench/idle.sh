@@ -309,65 +309,133 @@ write_doorman_config "$PROXY_PORT"
 
 # ---- idle sessions -----------------------------------------------------------------------
 
-declare -A PER_AFTER PER_RAW
+declare -A PER_AFTER PER_RAW PER_CPU
 RESULTS="$WORK/idle.tsv"
-printf 'run\tK\test\tfail\trss_before_kB\trss_after_kB\trss_raw_before_kB\trss_raw_after_kB\tB/session_gc\tB/session_raw\tfds_delta\ttcp_inuse_delta\ttcp_mem_pages_delta\tslab_delta_kB\tthreads\tnoop_ok\tdropped\n' >"$RESULTS"
+printf 'run\tK\test\tfail\trss_before_kB\trss_after_kB\trss_raw_before_kB\trss_raw_after_kB\tB/session_gc\tB/session_raw\tfds_delta\ttcp_inuse_delta\ttcp_mem_pages_delta\tslab_delta_kB\tthreads\tcpu_us/login\tnoop_ok\tdropped\n' >"$RESULTS"
 
-for run in $(seq 1 "$RUNS"); do
-	for k in $KS; do
-		need=$((k / 60 + 40))
-		if [ $(($(elapsed) + need + 90)) -gt "$BUDGET" ]; then
+# memory_line: Doorman's last "memory" log line (only logged at LOG_LEVEL=info).
+memory_line() {
+	grep '"msg":"memory"' "$DOORMAN_LOG" | tail -1 | sed 's/.*"msg":"memory",//; s/}$//'
+}
+
+# cpu_ticks: Doorman's utime+stime in clock ticks (10 ms).
+cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$DOORMAN_PID/stat"; }
+
+# idle_run RUN K: one measurement with a fresh Doorman.
+idle_run() {
+	local run=$1 k=$2
+	local tag="r$run-k$k"
+	log "run $run, K=$k: fresh Doorman (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+	wait_backend_idle
+	start_doorman "$tag"
+
+	start_loaders "$tag-warm" "$WARMUP" 10
+	wait_loaders_ready 60
+	[ "$ESTABLISHED" = "$WARMUP" ] || log "warning: warm-up established $ESTABLISHED of $WARMUP"
+	settle
+	local raw_before before fds_before tcp_before mem_before slab_before cpu_before
+	raw_before=$(rss_kb)
+	gc
+	before=$(rss_kb)
+	[ -z "$(memory_line)" ] || log "  Doorman before: $(memory_line)"
+	fds_before=$(fd_count)
+	tcp_before=$(tcp_inuse)
+	mem_before=$(tcp_mem_pages)
+	slab_before=$(slab_kb)
+	cpu_before=$(cpu_ticks)
+
+	local t0=$SECONDS
+	start_loaders "$tag" "$k" 20
+	wait_loaders_ready $((k / 20 + 60))
+	local est=$ESTABLISHED fail=$FAILED setup=$((SECONDS - t0))
+	settle
+	sleep 2
+	local raw_after after fds_after tcp_after mem_after slab_after cpu_after thr bimap
+	cpu_after=$(cpu_ticks)
+	raw_after=$(rss_kb)
+	gc
+	after=$(rss_kb)
+	[ -z "$(memory_line)" ] || log "  Doorman after:  $(memory_line)"
+	fds_after=$(fd_count)
+	tcp_after=$(tcp_inuse)
+	mem_after=$(tcp_mem_pages)
+	slab_after=$(slab_kb)
+	thr=$(threads)
+	bimap=$(backend_imap_procs)
+
+	local per per_raw cpu_us
+	per=$(awk -v a="$after" -v b="$before" -v k="$k" 'BEGIN {printf "%.0f", (a-b)*1024/k}')
+	per_raw=$(awk -v a="$raw_after" -v b="$raw_before" -v k="$k" 'BEGIN {printf "%.0f", (a-b)*1024/k}')
+	cpu_us=$(awk -v a="$cpu_after" -v b="$cpu_before" -v k="$k" 'BEGIN {printf "%.0f", (a-b)*10000/k}')
+	log "run $run, K=$k: established $est, failed $fail (set-up and settle ${setup}s)"
+	log "  Doorman RSS after GC $before -> $after kB = $per B/session; raw $raw_before -> $raw_after kB = $per_raw B/session"
+	log "  Doorman fds +$((fds_after - fds_before)), threads $thr, CPU $(((cpu_after - cpu_before) * 10)) ms = $cpu_us us/login (incl. settle)"
+	log "  machine: TCP sockets in use +$((tcp_after - tcp_before)), TCP mem pages $mem_before -> $mem_after; Slab +$((slab_after - slab_before)) kB (incl. $bimap backend imap processes)"
+
+	stop_loaders
+	log "run $run, K=$k: NOOP check $NOOP_OK/$NOOP_CHECKED ok, $DROPPED dropped while held"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$k" "$est" "$fail" \
+		"$before" "$after" "$raw_before" "$raw_after" "$per" "$per_raw" $((fds_after - fds_before)) \
+		$((tcp_after - tcp_before)) $((mem_after - mem_before)) $((slab_after - slab_before)) "$thr" "$cpu_us" \
+		"$NOOP_OK/$NOOP_CHECKED" "$DROPPED" >>"$RESULTS"
+	PER_AFTER[$k]+="$per "
+	PER_RAW[$k]+="$per_raw "
+	PER_CPU[$k]+="$cpu_us "
+	stop_doorman
+}
+
+# idle_k K: RUNS measurements at K, as long as the time budget allows (RESERVE seconds are
+# kept for the steps after it).
+idle_k() {
+	local k=$1 reserve=$2 run need
+	for run in $(seq 1 "$RUNS"); do
+		need=$((k / 40 + 30))
+		if [ $(($(elapsed) + need + reserve)) -gt "$BUDGET" ]; then
 			log "skipping run $run K=$k: the time budget (${BUDGET}s) would be exceeded"
 			continue
 		fi
-		tag="r$run-k$k"
-		log "run $run, K=$k: fresh Doorman (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-		wait_backend_idle
-		start_doorman "$tag"
-
-		start_loaders "$tag-warm" "$WARMUP" 10
-		wait_loaders_ready 60
-		[ "$ESTABLISHED" = "$WARMUP" ] || log "warning: warm-up established $ESTABLISHED of $WARMUP"
-		settle
-		raw_before=$(rss_kb)
-		gc
-		before=$(rss_kb)
-		fds_before=$(fd_count)
-		tcp_before=$(tcp_inuse)
-		mem_before=$(tcp_mem_pages)
-		slab_before=$(slab_kb)
-
-		t0=$SECONDS
-		start_loaders "$tag" "$k" 20
-		wait_loaders_ready $((k / 20 + 60))
-		est=$ESTABLISHED
-		fail=$FAILED
-		settle
-		sleep 2
-		raw_after=$(rss_kb)
-		gc
-		after=$(rss_kb)
-		fds_after=$(fd_count)
-		tcp_after=$(tcp_inuse)
-		mem_after=$(tcp_mem_pages)
-		slab_after=$(slab_kb)
-		thr=$(threads)
-		bimap=$(backend_imap_procs)
-
-		per=$(awk -v a="$after" -v b="$before" -v k="$k" 'BEGIN {printf "%.0f", (a-b)*1024/k}')
-		per_raw=$(awk -v a="$raw_after" -v b="$raw_before" -v k="$k" 'BEGIN {printf "%.0f", (a-b)*1024/k}')
-		log "run $run, K=$k: established $est, failed $fail in $((SECONDS - t0))s; RSS after GC $before -> $after kB = $per B/session; raw $raw_before -> $raw_after kB = $per_raw B/session; fds +$((fds_after - fds_before)); threads $thr; TCP sockets +$((tcp_after - tcp_before)), TCP mem pages ${mem_before} -> ${mem_after}; Slab +$((slab_after - slab_before)) kB (machine-wide); backend imap processes $bimap"
-
-		stop_loaders
-		log "run $run, K=$k: NOOP check $NOOP_OK/$NOOP_CHECKED ok, $DROPPED dropped while held"
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$k" "$est" "$fail" \
-			"$before" "$after" "$raw_before" "$raw_after" "$per" "$per_raw" $((fds_after - fds_before)) \
-			$((tcp_after - tcp_before)) $((mem_after - mem_before)) $((slab_after - slab_before)) "$thr" \
-			"$NOOP_OK/$NOOP_CHECKED" "$DROPPED" >>"$RESULTS"
-		PER_AFTER[$k]+="$per "
-		PER_RAW[$k]+="$per_raw "
-		stop_doorman
+		idle_run "$run" "$k"
 	done
+}
+
+# ---- FETCH throughput, and direct logins for comparison -------------------------------------
+
+fetch_step() {
+	echo
+	wait_backend_idle
+	start_doorman fetch
+	log "fetchbench: $SIZE bytes, $ROUNDS rounds, direct 127.0.0.1:$BACKEND_PORT vs Doorman 127.0.0.1:$DOORMAN_PORT (pid $DOORMAN_PID; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+	timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$DOORMAN_PORT" \
+		-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" -proxy-pid "$DOORMAN_PID" || log "fetchbench failed (status $?)"
+	echo
+	log "fetchbench A/A (noise floor): the backend on both sides"
+	timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$BACKEND_PORT" \
+		-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" || log "fetchbench A/A failed (status $?)"
+	stop_doorman
+	echo
+}
+
+# direct_step K: K sessions straight to the backend (no Doorman), for the login latency.
+direct_step() {
+	local k=$1
+	wait_backend_idle
+	log "direct to the backend, K=$k (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+	local save=$DOORMAN_PORT
+	DOORMAN_PORT=$BACKEND_PORT # start_loaders connects to DOORMAN_PORT
+	start_loaders "direct-k$k" "$k" 20
+	DOORMAN_PORT=$save
+	wait_loaders_ready $((k / 20 + 60))
+	log "direct K=$k: established $ESTABLISHED, failed $FAILED"
+	stop_loaders
+	echo
+}
+
+idle_k 1000 300
+idle_k 4000 200
+if [ $(($(elapsed) + 60)) -le "$BUDGET" ]; then fetch_step; else log "skipping fetchbench: the time budget is used up"; fi
+if [ $(($(elapsed) + 40)) -le "$BUDGET" ]; then direct_step 1000; else log "skipping the direct login run: the time budget is used up"; fi
+for k in $KS; do
+	case $k in 1000 | 4000) ;; *) idle_k "$k" 0 ;; esac
 done
 
 echo
@@ -375,28 +443,10 @@ echo "== idle sessions: raw per-run numbers (RSS in kB; B/session = delta*1024/K
 column -t -s $'\t' "$RESULTS" 2>/dev/null || cat "$RESULTS"
 echo
 echo "== idle sessions: medians over runs"
-for k in $KS; do
+for k in 1000 4000 $KS; do
 	[ -n "${PER_AFTER[$k]:-}" ] || continue
 	n=$(echo ${PER_AFTER[$k]} | wc -w)
-	echo "K=$k  runs=$n  RSS/session after GC: median $(echo ${PER_AFTER[$k]} | tr ' ' '\n' | median) B (runs: ${PER_AFTER[$k]% })  raw: median $(echo ${PER_RAW[$k]} | tr ' ' '\n' | median) B (runs: ${PER_RAW[$k]% })"
+	echo "K=$k  runs=$n  RSS/session after GC: median $(echo ${PER_AFTER[$k]} | tr ' ' '\n' | median) B (runs: ${PER_AFTER[$k]% })  raw: median $(echo ${PER_RAW[$k]} | tr ' ' '\n' | median) B (runs: ${PER_RAW[$k]% })  Doorman CPU/login: median $(echo ${PER_CPU[$k]} | tr ' ' '\n' | median) us"
+	PER_AFTER[$k]="" # printed once
 done
-
-# ---- FETCH throughput ----------------------------------------------------------------------
-
-echo
-if [ "$(elapsed)" -gt "$BUDGET" ]; then
-	log "skipping fetchbench: the time budget is used up"
-	exit 0
-fi
-wait_backend_idle
-start_doorman fetch
-log "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-log "fetchbench: $SIZE bytes, $ROUNDS rounds, direct 127.0.0.1:$BACKEND_PORT vs Doorman 127.0.0.1:$DOORMAN_PORT (pid $DOORMAN_PID)"
-timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$DOORMAN_PORT" \
-	-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" -proxy-pid "$DOORMAN_PID" || log "fetchbench failed (status $?)"
-echo
-log "fetchbench A/A (noise floor): the backend on both sides"
-timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$BACKEND_PORT" \
-	-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" || log "fetchbench A/A failed (status $?)"
-stop_doorman
 log "done in $(elapsed)s (load average $(cut -d' ' -f1-3 /proc/loadavg))"

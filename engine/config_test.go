@@ -1,0 +1,110 @@
+package engine
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The configuration shown in the README must parse exactly as written (tooling outside the
+// project drives Doorman with it); only its passwd-file path is pointed at a real file.
+func TestREADMEConfigParses(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)## Configuration.*?```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("no yaml block under ## Configuration in README.md")
+	}
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.passwd")
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yml := strings.ReplaceAll(string(m[1]), "/etc/doorman/users.passwd", users)
+	cfg, err := ParseConfig([]byte(yml), dir)
+	if err != nil {
+		t.Fatalf("README config: %v", err)
+	}
+	if len(cfg.Listeners) != 1 || cfg.Listeners[0].Protocol != "imap" || cfg.Listeners[0].Address != "127.0.0.1:1143" {
+		t.Fatalf("listeners: %+v", cfg.Listeners)
+	}
+	if len(cfg.Passdb) != 2 || cfg.Passdb[0].Driver != "passwd-file" || cfg.Passdb[1].Driver != "redis" ||
+		cfg.Passdb[1].KeyPrefix != "doorman:" || cfg.Passdb[1].Addrs[0] != "127.0.0.1:6379" {
+		t.Fatalf("passdb: %+v", cfg.Passdb)
+	}
+	if time.Duration(cfg.AuthFailureDelay) != 2*time.Second || cfg.Log.Format != "json" || cfg.Log.Level != "info" {
+		t.Fatalf("settings: %+v", cfg)
+	}
+	// Dovecot's defaults where the file is silent.
+	if time.Duration(cfg.LoginProxyTimeout) != 30*time.Second || *cfg.LoginProxyMaxReconnects != 3 ||
+		!*cfg.DisablePlaintextAuth || time.Duration(cfg.LoginTimeout) != 180*time.Second {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestExampleConfigParses(t *testing.T) {
+	if _, err := LoadConfig("../cmd/doorman/example/doorman.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Validate reports every error at once, each with its key path.
+func TestValidateReportsEveryErrorWithItsPath(t *testing.T) {
+	yml := `listeners:
+  - {name: imap, protocol: imap, address: "127.0.0.1:1143"}
+  - {name: imap, protocol: smtp, address: "nowhere"}
+passdb:
+  - {driver: passwd-file}
+  - {driver: redis}
+  - {driver: ldap}
+login_trusted_networks: [10.0.0.0/8, "bogus/99"]
+login_source_ips: [127.0.0.2, nope]
+login_proxy_timeout: -1s
+log: {level: loud, format: xml}
+`
+	_, err := ParseConfig([]byte(yml), t.TempDir())
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{
+		"listeners[1].name: duplicate listener name",
+		"listeners[1].protocol: unknown protocol \"smtp\"",
+		"listeners[1].address: \"nowhere\" is not ip:port",
+		"passdb[0].path: is required",
+		"passdb[1].addrs: at least one address",
+		"passdb[2].driver: unknown driver \"ldap\"",
+		"login_trusted_networks[1]: \"bogus/99\" is not a network",
+		"login_source_ips[1]: \"nope\" is not an IP address",
+		"login_proxy_timeout: must not be negative",
+		"log.level: unknown level \"loud\"",
+		"log.format: unknown format \"xml\"",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestUnknownKeyIsAnError(t *testing.T) {
+	_, err := ParseConfig([]byte("listeners: []\nlogin_trusted_network: [127.0.0.0/8]\n"), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "login_trusted_network") {
+		t.Fatalf("unknown key: %v", err)
+	}
+}
+
+func TestDurationForms(t *testing.T) {
+	for in, want := range map[string]time.Duration{"2s": 2 * time.Second, "500ms": 500 * time.Millisecond, "30": 30 * time.Second} {
+		got, err := parseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseDuration("soon"); err == nil {
+		t.Error("\"soon\" accepted")
+	}
+}
