@@ -43,6 +43,9 @@ type Config struct {
 	// auth_lookup_timeout: how long one passdb lookup may take before the login gets a
 	// temporary failure.
 	AuthLookupTimeout Duration `yaml:"auth_lookup_timeout"`
+	// auth_username_format: how the user name is normalised before the lookup: "%Lu"
+	// (lower case, Dovecot 2.3's default) or "%u" (as typed).
+	AuthUsernameFormat string `yaml:"auth_username_format"`
 	// auth_workers: concurrent password hash verifications (0 = number of CPUs).
 	AuthWorkers int `yaml:"auth_workers"`
 
@@ -137,6 +140,9 @@ func (c *Config) Defaults() {
 	if c.DisablePlaintextAuth == nil {
 		t := true
 		c.DisablePlaintextAuth = &t
+	}
+	if c.AuthUsernameFormat == "" {
+		c.AuthUsernameFormat = "%Lu"
 	}
 	if c.LoginTimeout == 0 {
 		c.LoginTimeout = Duration(180 * time.Second)
@@ -237,6 +243,11 @@ func (c *Config) Validate() error {
 		if d.v < 0 {
 			add(d.key, "must not be negative")
 		}
+	}
+	switch c.AuthUsernameFormat {
+	case "%Lu", "%u":
+	default:
+		add("auth_username_format", "%q is not supported (%%Lu or %%u)", c.AuthUsernameFormat)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

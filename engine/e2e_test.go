@@ -448,3 +448,88 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 	t.Fatalf("timed out waiting for: %s", what)
 }
+
+// A backend that accepts and never greets: only a fake can stall mid-login. The login
+// ends with UNAVAILABLE once proxy_timeout runs out, not never.
+func TestBackendStallsAtGreeting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent, until the test ends
+		}
+	}()
+	p := startProxy(t, passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(ln.Addr().String())+" proxy_timeout=2"), "")
+	c := dial(t, p.addr, "")
+	c.send("a LOGIN alice secret\r\n")
+	got := last(c.until("a", 2*time.Second+5*time.Second))
+	if got != "a NO [UNAVAILABLE] Account is temporarily unavailable.\r\n" {
+		t.Fatalf("stalled backend: %q", got)
+	}
+	waitFor(t, func() bool {
+		return p.logs.FilterMessage("login failed").FilterFieldKey("reason").Len() == 1
+	}, "a login failed line")
+	reason := p.logs.FilterMessage("login failed").All()[0].ContextMap()["reason"].(string)
+	if !strings.Contains(reason, "timed out") {
+		t.Fatalf("reason %q does not say the login timed out", reason)
+	}
+}
+
+func TestRefusalsFromThePassdb(t *testing.T) {
+	be := sharedBackend(t)
+	port := portOf(be.IMAPAddr)
+	p := startProxy(t,
+		passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+port)+
+			passwdLine("local", "{PLAIN}secret", "")+
+			passwdLine("gone", "{PLAIN}secret", "nologin nodelay reason=Moved.")+
+			passwdLine("nohost", "{PLAIN}secret", "proxy"), "")
+	c := dial(t, p.addr, "")
+	// User names are looked up in lower case, as with Dovecot's auth_username_format=%Lu.
+	c.send("a LOGIN ALICE secret\r\n")
+	expectPrefix(t, last(c.until("a", 10*time.Second)), "a OK")
+
+	d := dial(t, p.addr, "")
+	d.send("b LOGIN local secret\r\n")
+	expectPrefix(t, last(d.until("b", 10*time.Second)), "b NO [CONTACTADMIN]")
+	d.send("c LOGIN gone secret\r\n")
+	if got := last(d.until("c", 10*time.Second)); got != "c NO [CONTACTADMIN] Moved.\r\n" {
+		t.Fatalf("nologin: %q", got)
+	}
+	d.send("d LOGIN nohost secret\r\n")
+	if got := last(d.until("d", 10*time.Second)); got != "d NO [UNAVAILABLE] Account is temporarily unavailable.\r\n" {
+		t.Fatalf("proxy without host: %q", got)
+	}
+}
+
+func TestPreLoginTimeoutAndLimits(t *testing.T) {
+	p := startProxy(t, "", "login_timeout: 1s")
+	c := dial(t, p.addr, "")
+	if got := c.line(10 * time.Second); got != "* BYE Disconnected for inactivity.\r\n" {
+		t.Fatalf("inactivity: %q", got)
+	}
+	waitFor(t, func() bool { return p.logs.FilterMessage("session ended").Len() == 1 }, "session end line")
+	e := p.logs.FilterMessage("session ended").All()[0].ContextMap()
+	if e["ended_by"] != "proxy" || e["stage"] != "auth" || e["reason"] != "inactivity timeout" {
+		t.Fatalf("timeout end line: %v", e)
+	}
+
+	d := dial(t, p.addr, "")
+	d.send("a FOO\r\nb BAR\r\nc BAZ\r\n")
+	lines := []string{d.line(5 * time.Second), d.line(5 * time.Second), d.line(5 * time.Second)}
+	if lines[2] != "* BYE Too many invalid IMAP commands.\r\n" {
+		t.Fatalf("bad commands: %q", lines)
+	}
+
+	e2 := dial(t, p.addr, "")
+	e2.send("a NOOP " + strings.Repeat("x", 20000))
+	if got := e2.line(5 * time.Second); got != "* BYE Input buffer full, aborting\r\n" {
+		t.Fatalf("long line: %q", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -205,8 +206,13 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		srv.failureDelay(ctx, false)
 		return fail(imap.AuthAuthzFailed, "authzid differs from authcid")
 	}
+	user := cr.User
+	if srv.cfg.AuthUsernameFormat == "%Lu" {
+		user = strings.ToLower(user)
+	}
+	out.user = user
 	lctx, cancel := context.WithTimeout(ctx, time.Duration(srv.cfg.AuthLookupTimeout))
-	res := srv.chain.Authenticate(lctx, srv.hasher, cr.User, cr.Pass)
+	res := srv.chain.Authenticate(lctx, srv.hasher, user, cr.Pass)
 	cancel()
 	switch res.Verdict {
 	case route.VerdictTempFail:
@@ -314,7 +320,7 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	if destUser == "" {
 		destUser = out.user
 	}
-	if target == req.local && destUser == req.creds.User {
+	if target == req.local && destUser == out.user {
 		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
 		out.reason = "Proxying loops to itself"
 		return out

@@ -93,6 +93,9 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 	if s.dialer, err = newDialer(cfg.LoginSourceIPs); err != nil {
 		return nil, err
 	}
+	route.SetRedisLogger(func(_ context.Context, format string, args ...any) {
+		log.Warn("redis", zap.String("message", fmt.Sprintf(format, args...)))
+	})
 	for i, p := range cfg.Passdb {
 		db, err := openPassdb(cfg, p)
 		if err != nil {
