@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -26,26 +27,29 @@ import (
 )
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() int {
-	path := flag.String("c", "/etc/doorman/doorman.yaml", "configuration file")
-	check := flag.Bool("t", false, "check the configuration and exit")
-	flag.Parse()
-
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("doorman", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "/etc/doorman/doorman.yaml", "configuration file")
+	check := fs.Bool("t", false, "check the configuration and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 	cfg, err := engine.LoadConfig(*path)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "doorman: %v\n", err)
+		fmt.Fprintf(stderr, "doorman: %v\n", err)
 		return 1
 	}
 	if *check {
-		fmt.Printf("doorman: configuration %s is valid\n", *path)
+		fmt.Fprintf(stdout, "doorman: configuration %s is valid\n", *path)
 		return 0
 	}
 	log, err := newLogger(cfg.Log)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "doorman: %v\n", err)
+		fmt.Fprintf(stderr, "doorman: %v\n", err)
 		return 1
 	}
 	defer log.Sync()
