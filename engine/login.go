@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -56,7 +57,7 @@ func (s *session) startLogin(cr *imap.Credentials) {
 	req := &loginRequest{id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
 	el := s.c.EventLoop()
 	go func() {
-		out := s.srv.login(ctx, req)
+		out := s.srv.safeLogin(ctx, req)
 		err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			s.finishLogin(out)
 			return nil
@@ -190,6 +191,22 @@ func sideName(sd relay.Side) string {
 		return "backend"
 	}
 	return "proxy"
+}
+
+// safeLogin is login with a recover: a panic fails this one login, never the process.
+func (srv *Server) safeLogin(ctx context.Context, req *loginRequest) (out *loginOutcome) {
+	defer func() {
+		if r := recover(); r != nil {
+			srv.log.Error("panic in login", zap.String("session", req.id), zap.Any("panic", r),
+				zap.ByteString("stack", debug.Stack()))
+			if out != nil && out.backendFD >= 0 {
+				_ = unix.Close(out.backendFD)
+			}
+			out = &loginOutcome{backendFD: -1, user: req.creds.User, stage: StageLookup,
+				result: imap.AuthResult{Status: imap.AuthUnavailable}, reason: "internal error"}
+		}
+	}()
+	return srv.login(ctx, req)
 }
 
 // login runs off the loop: passdb lookup, password check, failure delay, backend login.

@@ -110,7 +110,13 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		workers = runtime.NumCPU()
 	}
 	s.hasher = route.NewHasher(workers)
-	s.relay, err = relay.New(relay.Config{Workers: cfg.Relay.Workers, PipeSize: cfg.Relay.PipeSize})
+	s.relay, err = relay.New(relay.Config{
+		Workers:  cfg.Relay.Workers,
+		PipeSize: cfg.Relay.PipeSize,
+		OnPanic: func(v any, stack []byte) {
+			log.Error("panic in relay worker; that session was closed", zap.Any("panic", v), zap.ByteString("stack", stack))
+		},
+	})
 	if err != nil {
 		s.closePassdbs()
 		return nil, err
