@@ -17,13 +17,15 @@
 #      settle (Doorman's fd count steady); VmRSS raw, SIGUSR1, VmRSS after. Reports
 #      (after - before) / K, raw and after GC, with /proc/net/sockstat and Slab deltas.
 #      The loaders then check every held session with NOOP before closing it.
-#   4. fetchbench: SIZE bytes, ROUNDS interleaved rounds direct vs through Doorman, with
-#      Doorman's CPU; and the same with the backend on both sides (an A/A run: the noise floor).
+#   4. fetchbench, FETCH_RUNS times: SIZE bytes, ROUNDS interleaved rounds direct vs through
+#      Doorman, with Doorman's CPU; then once with the backend on both sides (an A/A run: the
+#      noise floor of the method on this machine). Then 1000 sessions straight to the backend,
+#      for the login latency without Doorman.
 #   5. Medians over the runs. Everything it started is stopped on exit (trap). It stops
 #      starting new steps once BUDGET seconds have passed.
 #
 # Environment: KS ("1000 4000 8000"), RUNS (3), PER_PROC (4000), CONCURRENCY (per loader,
-# 16), SIZE (20000000), ROUNDS (15), LOG_LEVEL (warn), BUDGET (800 s), BACKEND_PORT (21143),
+# 16), SIZE (20000000), ROUNDS (30), FETCH_RUNS (3), LOG_LEVEL (warn), BUDGET (800 s), BACKEND_PORT (21143),
 # PROXY_PORT (21144 for the first Doorman; each restart takes the next port), NUSERS (50:
 # users u001.. share the sessions), KEEP=1 keeps the work folder (logs) after the run.
 set -euo pipefail
@@ -33,7 +35,8 @@ RUNS=${RUNS:-3}
 PER_PROC=${PER_PROC:-4000}
 CONCURRENCY=${CONCURRENCY:-16}
 SIZE=${SIZE:-20000000}
-ROUNDS=${ROUNDS:-15}
+ROUNDS=${ROUNDS:-30}
+FETCH_RUNS=${FETCH_RUNS:-3}
 LOG_LEVEL=${LOG_LEVEL:-warn}
 BUDGET=${BUDGET:-800}
 BACKEND_PORT=${BACKEND_PORT:-21143}
@@ -253,7 +256,7 @@ stop_loaders() {
 	LOADER_OUTS=()
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.4g\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # ---- build and set up ------------------------------------------------------------------
 
@@ -404,15 +407,26 @@ fetch_step() {
 	echo
 	wait_backend_idle
 	start_doorman fetch
-	log "fetchbench: $SIZE bytes, $ROUNDS rounds, direct 127.0.0.1:$BACKEND_PORT vs Doorman 127.0.0.1:$DOORMAN_PORT (pid $DOORMAN_PID; load average $(cut -d' ' -f1-3 /proc/loadavg))"
-	timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$DOORMAN_PORT" \
-		-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" -proxy-pid "$DOORMAN_PID" || log "fetchbench failed (status $?)"
-	echo
-	log "fetchbench A/A (noise floor): the backend on both sides"
+	local i
+	for i in $(seq 1 "$FETCH_RUNS"); do
+		log "fetchbench $i/$FETCH_RUNS: $SIZE bytes, $ROUNDS rounds, direct 127.0.0.1:$BACKEND_PORT vs Doorman 127.0.0.1:$DOORMAN_PORT (pid $DOORMAN_PID; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+		timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$DOORMAN_PORT" \
+			-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" -proxy-pid "$DOORMAN_PID" |
+			tee "$WORK/fetch-$i.out" || log "fetchbench failed (status $?)"
+		echo
+	done
+	log "fetchbench A/A (noise floor): the backend on both sides (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 	timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$BACKEND_PORT" \
 		-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" || log "fetchbench A/A failed (status $?)"
 	stop_doorman
 	echo
+	# Pooled over the runs: the median of every round's ratio, and CPU per GB over all bytes.
+	local med runs
+	med=$(awk '$1 ~ /^[0-9]+$/ && NF >= 7 {print $5}' "$WORK"/fetch-*.out | median)
+	runs=$(sed -n 's/^RESULT size=.*ratio_median=\([0-9.]*\).*/\1/p' "$WORK"/fetch-*.out | tr '\n' ' ')
+	awk -v med="$med" -v runs="$runs" -v n="$(awk '$1 ~ /^[0-9]+$/ && NF >= 7' "$WORK"/fetch-*.out | wc -l)" '
+		/^RESULT proxy_cpu_s=/ {for (i = 2; i <= NF; i++) {split($i, kv, "="); if (kv[1] == "proxy_cpu_s") c += kv[2]; if (kv[1] == "relayed_GB") g += kv[2]; if (kv[1] == "schedstat_cpu_s") sc += kv[2]}}
+		END {printf "== FETCH: %d rounds pooled: median ratio proxy/direct %s (per-run medians: %s); proxy CPU %.2f s (ticks) / %.3f s (schedstat) for %.2f GB = %.3f / %.3f CPU-s per GB\n", n, med, runs, c, sc, g, (g ? c / g : 0), (g ? sc / g : 0)}' "$WORK"/fetch-*.out
 }
 
 # direct_step K: K sessions straight to the backend (no Doorman), for the login latency.

@@ -9,7 +9,10 @@
 // on each path (direct and proxied, both SELECTed), fetches the message once on each to
 // warm caches, and runs -rounds interleaved rounds: each round fetches the whole message
 // (BODY.PEEK[]) once directly and once through the proxy, alternating which goes first.
-// A fetch is timed from sending the command to the tagged OK.
+// A fetch is timed from sending the command to the tagged OK. With -reconnect (the
+// default) every round uses new sessions on both paths: on a small shared machine a
+// session keeps whatever CPU placement its processes got, which otherwise biases every
+// round the same way (an A/A run, the backend on both sides, showed 1.18x that way).
 //
 // Proxy CPU: utime+stime of -proxy-pid from /proc/PID/stat (clock ticks, USER_HZ = 100 on
 // Linux) read right before and right after each proxied fetch, summed over the rounds;
@@ -46,6 +49,7 @@ func run() int {
 	size := flag.Int("size", 20_000_000, "message size in bytes")
 	rounds := flag.Int("rounds", 15, "interleaved rounds (one direct and one proxied fetch each)")
 	warmup := flag.Int("warmup", 1, "untimed fetches per path before the rounds")
+	reconnect := flag.Bool("reconnect", true, "new sessions on both paths for every round (so no round inherits one process placement)")
 	pid := flag.Int("proxy-pid", 0, "proxy process id, for its CPU time (0: not measured)")
 	timeout := flag.Duration("timeout", 2*time.Minute, "limit per command")
 	flag.Parse()
@@ -73,20 +77,28 @@ func run() int {
 	setup.logout()
 	fmt.Printf("appended one message of %d bytes to %q\n", *size, *mailbox)
 
-	d, err := dial(*direct, *user, *pass, *timeout)
-	if err != nil {
-		return fail("direct login: %v", err)
-	}
-	p, err := dial(*proxy, *user, *pass, *timeout)
-	if err != nil {
-		return fail("proxy login: %v", err)
-	}
-	for _, c := range []*client{d, p} {
-		if n, err := c.selectBox(*mailbox); err != nil {
-			return fail("SELECT %s: %v", *mailbox, err)
-		} else if n != 1 {
-			return fail("%s holds %d messages, want 1 (another fetchbench running?)", *mailbox, n)
+	// open logs in on one path and SELECTs the mailbox, which must hold the one message.
+	open := func(addr string) (*client, error) {
+		c, err := dial(addr, *user, *pass, *timeout)
+		if err != nil {
+			return nil, err
 		}
+		if n, err := c.selectBox(*mailbox); err != nil {
+			c.conn.Close()
+			return nil, fmt.Errorf("SELECT %s: %v", *mailbox, err)
+		} else if n != 1 {
+			c.conn.Close()
+			return nil, fmt.Errorf("%s holds %d messages, want 1 (another fetchbench running?)", *mailbox, n)
+		}
+		return c, nil
+	}
+	d, err := open(*direct)
+	if err != nil {
+		return fail("direct: %v", err)
+	}
+	p, err := open(*proxy)
+	if err != nil {
+		return fail("proxy: %v", err)
 	}
 	for i := 0; i < *warmup; i++ {
 		for _, c := range []*client{d, p} {
@@ -110,6 +122,20 @@ func run() int {
 		order := []string{"direct", "proxy"}
 		if r%2 == 1 {
 			order = []string{"proxy", "direct"}
+		}
+		if *reconnect && r > 0 {
+			d.logout()
+			p.logout()
+			for _, path := range order {
+				if path == "direct" {
+					d, err = open(*direct)
+				} else {
+					p, err = open(*proxy)
+				}
+				if err != nil {
+					return fail("round %d %s: %v", r+1, path, err)
+				}
+			}
 		}
 		for _, path := range order {
 			if path == "direct" {

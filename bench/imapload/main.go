@@ -183,6 +183,9 @@ func run() int {
 	}
 	for _, s := range l.sessions {
 		if s != nil {
+			s.mu.Lock()
+			s.closing = true // our own close: not a drop
+			s.mu.Unlock()
 			s.conn.Close()
 		}
 	}

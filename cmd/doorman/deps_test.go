@@ -19,7 +19,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		pkg       string
 		forbidden []string
 	}{
-		{"doorman/codec/", []string{"doorman/", "net", "os", "time", "syscall", "go.uber.org/", "github.com/", "golang.org/"}},
+		{"doorman/codec/", []string{"doorman/engine", "doorman/route", "net", "os", "time", "syscall", "go.uber.org/", "github.com/", "golang.org/"}},
 		{"doorman/route/", []string{"doorman/codec", "doorman/engine"}},
 		{"doorman/", []string{"doorman/bench", "doorman/tools"}},
 	}

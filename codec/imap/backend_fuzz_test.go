@@ -21,7 +21,7 @@ const (
 func backendFuzzParams(bits uint8) *BackendParams {
 	p := &BackendParams{
 		ClientTag: "ftag", User: "fuzzuser", Pass: "Fuzz-Pa55word",
-		ID:                   []BackendIDField{{"x-session-id", "fuzzsession"}, {"x-forward-n", "J\xf6rg"}},
+		ID:                   []BackendIDField{{Key: "x-session-id", Value: "fuzzsession"}, {Key: "x-forward-n", Value: "J\xf6rg"}},
 		NotTrusted:           bits&backendFuzzNotTrusted != 0,
 		ClientSentCapability: bits&backendFuzzClientCapability != 0,
 		NoPipelining:         bits&backendFuzzNoPipelining != 0,

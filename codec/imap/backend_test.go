@@ -128,7 +128,7 @@ func backendParseTranscript(name, src string) (*backendTranscript, error) {
 				t.params.Mech = string(v)
 			case "id":
 				k, val, _ := strings.Cut(string(v), " ")
-				t.params.ID = append(t.params.ID, BackendIDField{k, val})
+				t.params.ID = append(t.params.ID, BackendIDField{Key: k, Value: val})
 			case "flags":
 				for _, f := range strings.Fields(string(v)) {
 					switch f {
@@ -449,9 +449,9 @@ func BenchmarkBackendLogin(b *testing.B) {
 	p := &BackendParams{
 		ClientTag: "b", User: "alice", Pass: "secret",
 		ID: []BackendIDField{
-			{"x-session-id", "NKUZ6dhgu+x/AAAC"}, {"x-originating-ip", "127.0.0.2"},
-			{"x-originating-port", "60603"}, {"x-connected-ip", "127.0.0.1"},
-			{"x-connected-port", "22143"}, {"x-proxy-ttl", "4"},
+			{Key: "x-session-id", Value: "NKUZ6dhgu+x/AAAC"}, {Key: "x-originating-ip", Value: "127.0.0.2"},
+			{Key: "x-originating-port", Value: "60603"}, {Key: "x-connected-ip", Value: "127.0.0.1"},
+			{Key: "x-connected-port", Value: "22143"}, {Key: "x-proxy-ttl", Value: "4"},
 		},
 	}
 	l := NewBackendLogin(p)
