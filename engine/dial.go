@@ -14,7 +14,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
 
-	"doorman/codec/imap"
+	"doorman/codec/login"
 )
 
 // dialer opens backend connections from login_source_ips, round robin. Each socket sets
@@ -85,7 +85,7 @@ const maxBackendLine = 4096
 // backendAttempt makes one connection to the backend and runs the login dialogue on it.
 // On success the socket comes back as a raw non-blocking fd owned by the caller, with
 // whatever the backend sent after its final OK.
-func (srv *Server) backendAttempt(ctx context.Context, target netip.AddrPort, source netip.Addr, deadline time.Time, bp *imap.BackendParams) (fd int, rest []byte, res imap.BackendResult, stage Stage, err error) {
+func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target netip.AddrPort, source netip.Addr, deadline time.Time, bp *login.BackendParams) (fd int, rest []byte, res login.BackendResult, stage Stage, err error) {
 	stage = StageConnect
 	fd = -1
 	conn, err := srv.dialer.dial(ctx, target, source, deadline)
@@ -98,7 +98,7 @@ func (srv *Server) backendAttempt(ctx context.Context, target netip.AddrPort, so
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	bl := imap.NewBackendLogin(bp)
+	bl := proto.newBackend(bp)
 	bb := readBufs.Get()
 	defer readBufs.Put(bb)
 	if cap(bb.B) < maxBackendLine+512 {
@@ -119,7 +119,7 @@ func (srv *Server) backendAttempt(ctx context.Context, target netip.AddrPort, so
 				return fd, nil, res, stage, fmt.Errorf("backend write: %w", werr)
 			}
 		}
-		if r.Outcome != imap.BackendPending {
+		if r.Outcome != login.BackendPending {
 			res = r
 			break
 		}
@@ -133,7 +133,7 @@ func (srv *Server) backendAttempt(ctx context.Context, target netip.AddrPort, so
 			return fd, nil, res, stage, fmt.Errorf("backend disconnected in state=%s: %w", bl.State(), rerr)
 		}
 	}
-	if res.Outcome != imap.BackendOK {
+	if res.Outcome != login.BackendOK {
 		return fd, nil, res, stage, nil
 	}
 	fd, err = detach(conn)

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"doorman/codec/imap"
+	"doorman/codec/login"
 )
 
 // Stage names where a session is, as a reader of the logs would say it.
@@ -46,7 +46,7 @@ type session struct {
 	remote netip.AddrPort
 	local  netip.AddrPort
 
-	imap    *imap.Session
+	fe      login.Frontend
 	stage   Stage
 	closed  bool
 	handoff bool
@@ -98,7 +98,7 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 	}
 	s.id = sessionID(s.started, remote)
 	secured := srv.isTrusted(remote.Addr()) || remote.Addr() == local.Addr()
-	s.imap = imap.NewSession(&srv.imapCfg, imap.SessionInfo{
+	s.fe = lst.proto.newFrontend(srv, login.SessionInfo{
 		Secured:          secured,
 		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth,
 	})
@@ -107,7 +107,7 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 	srv.stats.Active.Add(1)
 	s.stage = StageAuth
 	s.loop.touch(s)
-	g := s.imap.Greeting()
+	g := s.fe.Greeting()
 	s.out += int64(len(g))
 	return g, gnet.None
 }
@@ -176,7 +176,7 @@ func (s *session) onInput() gnet.Action {
 	if len(buf) == 0 {
 		return gnet.None
 	}
-	n, actions, err := s.imap.Feed(buf)
+	n, actions, err := s.fe.Feed(buf)
 	if n > 0 {
 		_, _ = c.Discard(n)
 		s.in += int64(n)
@@ -192,19 +192,19 @@ func (s *session) onInput() gnet.Action {
 }
 
 // do carries out the codec's actions. It returns gnet.Close when the session must end.
-func (s *session) do(actions []imap.Action) gnet.Action {
+func (s *session) do(actions []login.Action) gnet.Action {
 	for i := range actions {
 		a := &actions[i]
 		switch a.Kind {
-		case imap.ActWrite:
+		case login.ActWrite:
 			s.write(a.Data)
-		case imap.ActClose:
+		case login.ActClose:
 			s.write(a.Data)
 			s.endedBy, s.reason = "proxy", a.Reason
 			return gnet.Close
-		case imap.ActAuth:
+		case login.ActAuth:
 			s.startLogin(a.Creds)
-		case imap.ActID:
+		case login.ActID:
 			// Trusted-network ID overrides land with the issue on client addresses.
 		}
 	}

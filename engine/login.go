@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"doorman/codec/imap"
+	"doorman/codec/login"
 	"doorman/engine/relay"
 	"doorman/route"
 )
@@ -28,8 +28,9 @@ const maxDelayUntil = 300 * time.Second
 // loginRequest is everything the login goroutine needs, copied off the session so the
 // goroutine never touches loop-owned state.
 type loginRequest struct {
+	proto   *protocol
 	id      string
-	creds   imap.Credentials
+	creds   login.Credentials
 	remote  netip.AddrPort
 	local   netip.AddrPort
 	started time.Time
@@ -37,7 +38,7 @@ type loginRequest struct {
 
 // loginOutcome is what the goroutine hands back to the loop.
 type loginOutcome struct {
-	result    imap.AuthResult
+	result    login.AuthResult
 	user      string
 	backendFD int    // ≥0 on success: the logged-in backend socket
 	toClient  []byte // backend bytes after its final OK, for the client
@@ -48,13 +49,13 @@ type loginOutcome struct {
 
 // startLogin runs on the loop: it leaves the command phase and hands the credentials to a
 // goroutine, which looks the user up, logs in to the backend and reports back.
-func (s *session) startLogin(cr *imap.Credentials) {
+func (s *session) startLogin(cr *login.Credentials) {
 	s.loop.remove(s)
 	s.stage = StageLookup
 	s.user = cr.User
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	req := &loginRequest{id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
+	req := &loginRequest{proto: s.lst.proto, id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
 	el := s.c.EventLoop()
 	go func() {
 		out := s.srv.safeLogin(ctx, req)
@@ -104,7 +105,7 @@ func (s *session) finishLogin(out *loginOutcome) {
 		zap.String("target", out.target), zap.String("reason", out.reason))
 	s.stage = StageAuth
 	s.loop.touch(s)
-	if act := s.do(s.imap.Resume(out.result)); act == gnet.Close {
+	if act := s.do(s.fe.Resume(out.result)); act == gnet.Close {
 		s.closeNow(s.endedBy, s.reason)
 		return
 	}
@@ -160,7 +161,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	srv.stats.Relaying.Add(1)
 	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
 	rec := s.record(out.target)
-	s.imap = nil
+	s.fe = nil
 	_, err = srv.relay.Add(&relay.Session{
 		ClientFD:  fd,
 		BackendFD: out.backendFD,
@@ -203,7 +204,7 @@ func (srv *Server) safeLogin(ctx context.Context, req *loginRequest) (out *login
 				_ = unix.Close(out.backendFD)
 			}
 			out = &loginOutcome{backendFD: -1, user: req.creds.User, stage: StageLookup,
-				result: imap.AuthResult{Status: imap.AuthUnavailable}, reason: "internal error"}
+				result: login.AuthResult{Status: login.AuthUnavailable}, reason: "internal error"}
 		}
 	}()
 	return srv.login(ctx, req)
@@ -212,8 +213,8 @@ func (srv *Server) safeLogin(ctx context.Context, req *loginRequest) (out *login
 // login runs off the loop: passdb lookup, password check, failure delay, backend login.
 func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	out := &loginOutcome{backendFD: -1, user: req.creds.User, stage: StageLookup}
-	fail := func(st imap.AuthStatus, reason string) *loginOutcome {
-		out.result = imap.AuthResult{Status: st}
+	fail := func(st login.AuthStatus, reason string) *loginOutcome {
+		out.result = login.AuthResult{Status: st}
 		out.reason = reason
 		return out
 	}
@@ -221,7 +222,7 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	if cr.Authzid != "" && cr.Authzid != cr.User {
 		// Logging in as another user needs master-user support of our own: not offered.
 		srv.failureDelay(ctx, false)
-		return fail(imap.AuthAuthzFailed, "authzid differs from authcid")
+		return fail(login.AuthAuthzFailed, "authzid differs from authcid")
 	}
 	user := cr.User
 	if srv.cfg.AuthUsernameFormat == "%Lu" {
@@ -237,13 +238,13 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		if res.Err != nil {
 			reason = res.Err.Error()
 		}
-		return fail(imap.AuthTempFail, reason)
+		return fail(login.AuthTempFail, reason)
 	case route.VerdictUnknownUser:
 		srv.failureDelay(ctx, false)
-		return fail(imap.AuthFailed, "unknown user")
+		return fail(login.AuthFailed, "unknown user")
 	case route.VerdictPasswordMismatch:
 		srv.failureDelay(ctx, false)
-		return fail(imap.AuthFailed, "password mismatch")
+		return fail(login.AuthFailed, "password mismatch")
 	}
 	if res.Entry != nil && res.Entry.User != "" {
 		out.user = res.Entry.User
@@ -251,13 +252,13 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	p := res.Proxy
 	if p.NoLogin {
 		srv.failureDelay(ctx, p.NoDelay)
-		out.result = imap.AuthResult{Status: imap.AuthDisabled, Text: p.Reason}
+		out.result = login.AuthResult{Status: login.AuthDisabled, Text: p.Reason}
 		out.reason = "nologin"
 		return out
 	}
 	if !p.Proxy && !p.ProxyMaybe {
 		srv.failureDelay(ctx, p.NoDelay)
-		out.result = imap.AuthResult{Status: imap.AuthDisabled,
+		out.result = login.AuthResult{Status: login.AuthDisabled,
 			Text: "[CONTACTADMIN] No mail server is set for this user."}
 		out.reason = "passdb has no proxy field: Doorman has no local mail store"
 		return out
@@ -269,10 +270,10 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		}
 		wait := time.Until(until)
 		if wait > maxDelayUntil {
-			return fail(imap.AuthUnavailable, "delay_until too far in the future")
+			return fail(login.AuthUnavailable, "delay_until too far in the future")
 		}
 		if wait > 0 && !sleepCtx(ctx, wait) {
-			return fail(imap.AuthUnavailable, "client left during delay_until")
+			return fail(login.AuthUnavailable, "client left during delay_until")
 		}
 	}
 	return srv.proxyLogin(ctx, req, out, p)
@@ -310,26 +311,26 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	}
 	out.stage = StageConnect
 	if host == "" {
-		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
 		out.reason = "proxy: host not given"
 		return out
 	}
 	if p.SSL != "" || p.StartTLS != "" {
 		// TLS to backends lands with the TLS issue; never send a password in the clear
 		// where the passdb asked for TLS.
-		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
 		out.reason = "proxy: ssl/starttls to backends is not supported yet"
 		return out
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
 		out.reason = fmt.Sprintf("proxy: host %q is not an IP address", host)
 		return out
 	}
 	port := p.Port
 	if port == 0 {
-		port = 143
+		port = req.proto.defaultPort
 	}
 	target := netip.AddrPortFrom(ip.Unmap(), uint16(port))
 	out.target = target.String()
@@ -338,7 +339,7 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		destUser = out.user
 	}
 	if target == req.local && destUser == out.user {
-		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
 		out.reason = "Proxying loops to itself"
 		return out
 	}
@@ -355,7 +356,7 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	if p.SourceIP != "" {
 		source, _ = netip.ParseAddr(p.SourceIP)
 	}
-	bp := &imap.BackendParams{
+	bp := &login.BackendParams{
 		ClientTag:            req.creds.Tag,
 		User:                 destUser,
 		Pass:                 pass,
@@ -365,23 +366,25 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		ClientSentCapability: req.creds.CapabilitySeen,
 		NoPipelining:         p.ProxyNoPipelining,
 		ID:                   idFields(req, p.Forward),
+		Client:               clientInfo(req, p.Forward),
+		NoAuth:               p.ProxyNoAuth,
 	}
 	var (
-		res     imap.BackendResult
+		res     login.BackendResult
 		lastErr error
 	)
 	for attempt := 0; ; attempt++ {
 		var fd int
 		var rest []byte
 		var st Stage
-		fd, rest, res, st, lastErr = srv.backendAttempt(ctx, target, source, deadline, bp)
+		fd, rest, res, st, lastErr = srv.backendAttempt(ctx, req.proto, target, source, deadline, bp)
 		out.stage = st
-		if lastErr == nil && res.Outcome == imap.BackendOK {
+		if lastErr == nil && res.Outcome == login.BackendOK {
 			out.backendFD = fd
 			out.toClient = append(res.ClientReply, rest...)
 			return out
 		}
-		retry := lastErr != nil || res.Outcome == imap.BackendTempFail || res.Outcome == imap.BackendProtocolError
+		retry := lastErr != nil || res.Outcome == login.BackendTempFail || res.Outcome == login.BackendProtocolError
 		if ctx.Err() != nil || !retry || attempt >= *srv.cfg.LoginProxyMaxReconnects ||
 			time.Until(deadline) < 1100*time.Millisecond {
 			break
@@ -392,27 +395,43 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	}
 	switch {
 	case lastErr != nil:
-		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
 		out.reason = lastErr.Error()
-	case res.Outcome == imap.BackendAuthFailed || res.Outcome == imap.BackendTempFail:
-		out.result = imap.AuthResult{Status: imap.AuthFailed, Reply: res.ClientReply}
-		if res.Outcome == imap.BackendTempFail {
-			out.result.Status = imap.AuthTempFail
+	case res.Outcome == login.BackendAuthFailed || res.Outcome == login.BackendTempFail:
+		out.result = login.AuthResult{Status: login.AuthFailed, Reply: res.ClientReply}
+		if res.Outcome == login.BackendTempFail {
+			out.result.Status = login.AuthTempFail
 		}
 		out.reason = "backend: " + res.Text
-	case res.Outcome == imap.BackendRemoteConfig:
-		out.result = imap.AuthResult{Status: imap.AuthServerBug}
+	case res.Outcome == login.BackendRemoteConfig:
+		out.result = login.AuthResult{Status: login.AuthServerBug}
 		out.reason = "backend: " + res.Text
 	default:
-		out.result = imap.AuthResult{Status: imap.AuthUnavailable}
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
 		out.reason = "backend: " + res.Text
 	}
 	return out
 }
 
-// idFields builds the ID Dovecot's proxy sends, in Dovecot's key order.
-func idFields(req *loginRequest, forward []route.KV) []imap.BackendIDField {
-	f := []imap.BackendIDField{
+// clientInfo is who the client is, for XCLIENT.
+func clientInfo(req *loginRequest, forward []route.KV) login.ClientInfo {
+	ci := login.ClientInfo{
+		SessionID:  req.id,
+		RemoteIP:   req.remote.Addr().String(),
+		RemotePort: int(req.remote.Port()),
+		LocalIP:    req.local.Addr().String(),
+		LocalPort:  int(req.local.Port()),
+		TTL:        proxyTTL - 1,
+	}
+	for _, kv := range forward {
+		ci.Forward = append(ci.Forward, login.KV{Key: kv.Key, Value: kv.Value})
+	}
+	return ci
+}
+
+// idFields builds the ID Dovecot's IMAP proxy sends, in Dovecot's key order.
+func idFields(req *loginRequest, forward []route.KV) []login.BackendIDField {
+	f := []login.BackendIDField{
 		{Key: "x-session-id", Value: req.id},
 		{Key: "x-originating-ip", Value: req.remote.Addr().String()},
 		{Key: "x-originating-port", Value: strconv.Itoa(int(req.remote.Port()))},
@@ -421,7 +440,7 @@ func idFields(req *loginRequest, forward []route.KV) []imap.BackendIDField {
 		{Key: "x-proxy-ttl", Value: strconv.Itoa(proxyTTL - 1)},
 	}
 	for _, kv := range forward {
-		f = append(f, imap.BackendIDField{Key: "x-forward-" + kv.Key, Value: kv.Value})
+		f = append(f, login.BackendIDField{Key: "x-forward-" + kv.Key, Value: kv.Value})
 	}
 	return f
 }

@@ -43,6 +43,8 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
 
+	lmtp []*lmtpServer
+
 	tickStop chan struct{}
 	nextID   atomic.Uint32
 
@@ -60,7 +62,8 @@ type Counters struct {
 
 type listener struct {
 	Listener
-	addr netip.AddrPort
+	addr  netip.AddrPort
+	proto *protocol // nil for LMTP
 }
 
 // New builds a server from a validated configuration. It opens the passdbs and the relay
@@ -87,7 +90,7 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.listeners[ap] = &listener{Listener: l, addr: ap}
+		s.listeners[ap] = &listener{Listener: l, addr: ap, proto: protocols[l.Protocol]}
 	}
 	var err error
 	if s.dialer, err = newDialer(cfg.LoginSourceIPs); err != nil {
@@ -156,8 +159,24 @@ func (s *Server) closePassdbs() {
 // Start listens on every configured address and returns once the event loops run.
 func (s *Server) Start() error {
 	addrs := make([]string, 0, len(s.cfg.Listeners))
-	for _, l := range s.cfg.Listeners {
+	for _, l := range s.listeners {
+		if l.proto == nil {
+			ls, err := newLMTPServer(s, l)
+			if err != nil {
+				s.stopLMTP(context.Background())
+				return err
+			}
+			s.lmtp = append(s.lmtp, ls)
+			continue
+		}
 		addrs = append(addrs, "tcp://"+l.Address)
+	}
+	if len(addrs) == 0 {
+		// LMTP only: no event loops to run.
+		close(s.booted)
+		s.stopped <- nil
+		go s.ticker()
+		return nil
 	}
 	h := &handler{srv: s}
 	go func() {
@@ -185,8 +204,14 @@ func (s *Server) Start() error {
 // Stop closes the listeners and every session, login-phase and relayed alike.
 func (s *Server) Stop(ctx context.Context) error {
 	close(s.tickStop)
-	err := s.eng.Stop(ctx)
+	var err error
+	if s.eng.Validate() == nil {
+		err = s.eng.Stop(ctx)
+	}
 	if e := <-s.stopped; err == nil {
+		err = e
+	}
+	if e := s.stopLMTP(ctx); err == nil {
 		err = e
 	}
 	if e := s.relay.Close(); err == nil {
@@ -194,6 +219,15 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.closePassdbs()
 	return err
+}
+
+func (s *Server) stopLMTP(ctx context.Context) error {
+	var errs []error
+	for _, ls := range s.lmtp {
+		errs = append(errs, ls.close(ctx))
+	}
+	s.lmtp = nil
+	return errors.Join(errs...)
 }
 
 // Reload re-reads the passdb files (SIGHUP). A file that fails to parse keeps its old

@@ -81,7 +81,7 @@ func (s *session) expire() {
 	if s.closed || s.stage != StageAuth {
 		return
 	}
-	for _, a := range s.imap.Timeout() {
+	for _, a := range s.fe.Timeout() {
 		s.write(a.Data)
 	}
 	s.closeNow("proxy", "inactivity timeout")

@@ -1,0 +1,28 @@
+package engine
+
+import (
+	"doorman/codec/imap"
+	"doorman/codec/login"
+)
+
+// protocol is what the engine needs to know of one mail protocol: how to run its login
+// phase with a client, how to log in at a backend, and the backend's default port.
+type protocol struct {
+	name        string
+	defaultPort int
+	newFrontend func(srv *Server, info login.SessionInfo) login.Frontend
+	newBackend  func(p *login.BackendParams) login.Backend
+}
+
+// protocols are the login-phase protocols, by their listener `protocol:` name. LMTP is not
+// among them: it has no login phase (see lmtp.go).
+var protocols = map[string]*protocol{
+	"imap": {
+		name:        "imap",
+		defaultPort: 143,
+		newFrontend: func(srv *Server, info login.SessionInfo) login.Frontend {
+			return imap.NewSession(&srv.imapCfg, info)
+		},
+		newBackend: func(p *login.BackendParams) login.Backend { return imap.NewBackendLogin(p) },
+	},
+}
