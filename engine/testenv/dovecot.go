@@ -1,5 +1,6 @@
-// Package testenv starts private, real backends (currently Dovecot IMAP) on
-// loopback ports for tests and for `make run`.
+// Package testenv starts private, real backends (Dovecot: IMAP, and on
+// request POP3, submission, LMTP and ManageSieve) on loopback ports for tests
+// and for `make run`.
 //
 // Every instance has its own instance_name, base_dir, state_dir, run folder
 // and ports, so several instances can run side by side and none of them
@@ -7,7 +8,9 @@
 // /var/lib/dovecot, ports 143/993).
 //
 // Requirements: the Debian packages dovecot-core and dovecot-imapd, and root
-// (the backend stores mail as the `mail` user, uid 8).
+// (the backend stores mail as the `mail` user, uid 8); for the other
+// protocols dovecot-pop3d, dovecot-submissiond, dovecot-lmtpd,
+// dovecot-managesieved and dovecot-sieve (see AvailableProtocols).
 package testenv
 
 import (
@@ -38,6 +41,18 @@ type DovecotOptions struct {
 	Dir string
 	// IMAPPort is the plain IMAP port on 127.0.0.1; 0 picks a free one.
 	IMAPPort int
+	// Protocols are the protocols to serve besides IMAP, which is always
+	// served: "pop3", "submission", "lmtp" and "sieve" (ManageSieve);
+	// "imap" may be listed too. nil means just IMAP (the fastest start).
+	// The protocols' packages must be installed (AvailableProtocols).
+	Protocols []string
+	// Plain-text ports on 127.0.0.1 of the other protocols, used only if
+	// the protocol is enabled; 0 picks a free one.
+	POP3Port, SubmissionPort, LMTPPort, SievePort int
+	// LMTPUsernameFormat is auth_username_format for LMTP recipients. ""
+	// means "%Ln": RCPT TO:<alice@example.org> delivers to the passwd-file
+	// user "alice" (the lowercased local part; users here have no domain).
+	LMTPUsernameFormat string
 	// Users are written to the backend's passwd-file (scheme PLAIN). Names
 	// and passwords must not contain ':' or line breaks.
 	Users []User
@@ -63,6 +78,20 @@ type DovecotOptions struct {
 type Dovecot struct {
 	Dir      string // run folder
 	IMAPAddr string // "127.0.0.1:NNNN"
+
+	// Addresses of the other protocols, "" unless enabled in
+	// DovecotOptions.Protocols.
+	POP3Addr       string
+	SubmissionAddr string // SMTP submission (AUTH PLAIN/LOGIN, no TLS), relays to Sink
+	LMTPAddr       string // LMTP delivering into the users' maildirs
+	SieveAddr      string // ManageSieve
+
+	// Sink receives what the submission service relays; nil unless
+	// submission is enabled. Stop closes it.
+	Sink *SMTPSink
+	// Protocols are the served protocols, "imap" first.
+	Protocols []string
+
 	LogPath  string // log file (errors, info and debug lines), e.g. "rip=" of logins
 	ConfPath string // generated dovecot.conf
 	BaseDir  string // Dovecot's base_dir (sockets, master.pid)
@@ -108,6 +137,78 @@ func Available() error {
 	return nil
 }
 
+// protocolNeeds lists, per protocol, the helper binaries (in libexecDir) and
+// the Debian packages that provide them.
+var protocolNeeds = map[string]struct {
+	bins []string
+	pkgs string
+}{
+	"imap":       {[]string{"imap", "imap-login"}, "dovecot-imapd"},
+	"pop3":       {[]string{"pop3", "pop3-login"}, "dovecot-pop3d"},
+	"submission": {[]string{"submission", "submission-login"}, "dovecot-submissiond"},
+	"lmtp":       {[]string{"lmtp"}, "dovecot-lmtpd"},
+	"sieve":      {[]string{"managesieve", "managesieve-login"}, "dovecot-managesieved dovecot-sieve"},
+}
+
+// protocolOrder is the order of Dovecot.Protocols and of the config.
+var protocolOrder = []string{"imap", "pop3", "submission", "lmtp", "sieve"}
+
+// normProtocols validates protocols and returns them in protocolOrder,
+// with "imap" always first and without duplicates.
+func normProtocols(protocols []string) ([]string, error) {
+	want := map[string]bool{"imap": true}
+	for _, p := range protocols {
+		p = strings.ToLower(strings.TrimSpace(p))
+		if _, ok := protocolNeeds[p]; !ok {
+			return nil, fmt.Errorf("testenv: unknown protocol %q (want imap, pop3, submission, lmtp or sieve)", p)
+		}
+		want[p] = true
+	}
+	var out []string
+	for _, p := range protocolOrder {
+		if want[p] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// AvailableProtocols is Available plus a check that the helper binaries of
+// the given protocols ("pop3", "submission", "lmtp", "sieve"; "imap" is
+// always checked) are installed.
+func AvailableProtocols(protocols ...string) error {
+	if err := Available(); err != nil {
+		return err
+	}
+	protos, err := normProtocols(protocols)
+	if err != nil {
+		return err
+	}
+	dir := libexecDir()
+	var missing, pkgs []string
+	for _, p := range protos {
+		need := protocolNeeds[p]
+		for _, bin := range need.bins {
+			if !fileExists(filepath.Join(dir, bin)) {
+				missing = append(missing, p)
+				pkgs = append(pkgs, need.pkgs)
+				break
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("testenv: dovecot %s not installed (no helper binaries in %s): apt-get install -y %s",
+			strings.Join(missing, ", "), dir, strings.Join(pkgs, " "))
+	}
+	return nil
+}
+
+// sievePlugin reports whether Pigeonhole's Sieve plugin for LMTP is
+// installed (package dovecot-sieve).
+func sievePlugin() bool {
+	return fileExists(filepath.Join(libexecDir(), "modules", "lib90_sieve_plugin.so"))
+}
+
 func libexecDir() string {
 	for _, d := range libexecDirs {
 		if fileExists(filepath.Join(d, "imap")) && fileExists(filepath.Join(d, "imap-login")) {
@@ -148,12 +249,17 @@ func FreePort() (int, error) {
 }
 
 // StartDovecot writes a configuration into opts.Dir, starts `dovecot -F -c
-// CONF` and returns once the IMAP port has greeted with "* OK".
+// CONF` and returns once the IMAP port has greeted with "* OK" and every
+// other enabled protocol has greeted too.
 func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
-	if err := Available(); err != nil {
+	protos, err := normProtocols(opts.Protocols)
+	if err != nil {
 		return nil, err
 	}
-	d := &Dovecot{}
+	if err := AvailableProtocols(protos...); err != nil {
+		return nil, err
+	}
+	d := &Dovecot{Protocols: protos}
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "doorman-dovecot-")
 		if err != nil {
@@ -168,6 +274,9 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 	}
 	d.Dir = dir
 	fail := func(err error) (*Dovecot, error) {
+		if d.Sink != nil {
+			d.Sink.Close()
+		}
 		if d.removeDir {
 			os.RemoveAll(d.Dir)
 		}
@@ -186,20 +295,47 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 		return fail(err)
 	}
 
+	if d.has("submission") {
+		if d.Sink, err = StartSMTPSink(); err != nil {
+			return fail(err)
+		}
+	}
+
+	// the ports asked for, per protocol (0: pick a free one)
+	asked := map[string]int{"imap": opts.IMAPPort, "pop3": opts.POP3Port,
+		"submission": opts.SubmissionPort, "lmtp": opts.LMTPPort, "sieve": opts.SievePort}
 	tries := 1
-	if opts.IMAPPort == 0 {
-		tries = 3 // the free port may be taken between FreePort and bind
+	portOf := map[int]string{}
+	for _, p := range protos {
+		if asked[p] == 0 {
+			tries = 3 // a free port may be taken between FreePort and bind
+		} else if q, dup := portOf[asked[p]]; dup {
+			return fail(fmt.Errorf("testenv: port %d given for both %s and %s", asked[p], q, p))
+		} else {
+			portOf[asked[p]] = p
+		}
 	}
 	var lastErr error
 	for i := 0; i < tries; i++ {
-		port := opts.IMAPPort
-		if port == 0 {
-			if port, err = FreePort(); err != nil {
-				return fail(err)
+		ports := map[string]int{}
+		taken := map[int]bool{}
+		for _, p := range protos {
+			if asked[p] != 0 {
+				taken[asked[p]] = true
 			}
 		}
-		d.IMAPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err := os.WriteFile(d.ConfPath, []byte(d.config(opts, port)), 0o644); err != nil {
+		for _, p := range protos {
+			port := asked[p]
+			for port == 0 || (asked[p] == 0 && taken[port]) {
+				if port, err = FreePort(); err != nil {
+					return fail(err)
+				}
+			}
+			taken[port] = true
+			ports[p] = port
+		}
+		d.setAddrs(ports)
+		if err := os.WriteFile(d.ConfPath, []byte(d.config(opts, ports)), 0o644); err != nil {
 			return fail(err)
 		}
 		if lastErr = d.start(opts); lastErr == nil {
@@ -308,7 +444,43 @@ func writeAuthFiles(dir string, opts DovecotOptions) error {
 	return nil
 }
 
-func (d *Dovecot) config(opts DovecotOptions, port int) string {
+// has reports whether protocol p is enabled.
+func (d *Dovecot) has(p string) bool {
+	for _, q := range d.Protocols {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Dovecot) setAddrs(ports map[string]int) {
+	addr := func(p string) string {
+		if ports[p] == 0 {
+			return ""
+		}
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[p]))
+	}
+	d.IMAPAddr = addr("imap")
+	d.POP3Addr = addr("pop3")
+	d.SubmissionAddr = addr("submission")
+	d.LMTPAddr = addr("lmtp")
+	d.SieveAddr = addr("sieve")
+}
+
+// addrs returns the enabled protocols' addresses, keyed by protocol.
+func (d *Dovecot) addrs() map[string]string {
+	m := map[string]string{}
+	for p, a := range map[string]string{"imap": d.IMAPAddr, "pop3": d.POP3Addr,
+		"submission": d.SubmissionAddr, "lmtp": d.LMTPAddr, "sieve": d.SieveAddr} {
+		if a != "" {
+			m[p] = a
+		}
+	}
+	return m
+}
+
+func (d *Dovecot) config(opts DovecotOptions, ports map[string]int) string {
 	trusted := opts.TrustedNetworks
 	if trusted == "" {
 		trusted = "127.0.0.0/8"
@@ -320,7 +492,7 @@ func (d *Dovecot) config(opts DovecotOptions, port int) string {
 	p("base_dir = %s", d.BaseDir)
 	p("state_dir = %s", filepath.Join(d.Dir, "state"))
 	p("listen = 127.0.0.1")
-	p("protocols = imap")
+	p("protocols = %s", strings.Join(d.Protocols, " "))
 	p("ssl = no")
 	p("disable_plaintext_auth = no")
 	p("auth_mechanisms = plain login")
@@ -363,7 +535,7 @@ func (d *Dovecot) config(opts DovecotOptions, port int) string {
 	p("service imap-login {")
 	p("  inet_listener imap {")
 	p("    address = 127.0.0.1")
-	p("    port = %d", port)
+	p("    port = %d", ports["imap"])
 	p("  }")
 	p("  inet_listener imaps {")
 	p("    port = 0")
@@ -375,6 +547,7 @@ func (d *Dovecot) config(opts DovecotOptions, port int) string {
 	p("service imap {")
 	p("  process_limit = 12000")
 	p("}")
+	d.protocolConfig(p, opts, ports)
 	if !opts.AuthPenalty {
 		// Without this socket the auth process disables its per-IP
 		// penalty (2..15 s delays after failed logins, applied to all
@@ -446,6 +619,7 @@ func (d *Dovecot) start(opts DovecotOptions) error {
 		timeout = 30 * time.Second
 	}
 	deadline := time.Now().Add(timeout)
+	pending := d.addrs()
 	for {
 		select {
 		case <-d.done:
@@ -453,13 +627,26 @@ func (d *Dovecot) start(opts DovecotOptions) error {
 			return fmt.Errorf("testenv: dovecot exited (%v): %s%s", d.waitErr, d.stderr(), tail(log, 20))
 		default:
 		}
-		if err := greet(d.IMAPAddr); err == nil {
+		var lastErr error
+		for _, p := range d.Protocols {
+			addr, ok := pending[p]
+			if !ok {
+				continue
+			}
+			if err := greetProtocol(p, addr); err != nil {
+				lastErr = fmt.Errorf("%s on %s: %v", p, addr, err)
+				break // the next try starts again with this one
+			}
+			delete(pending, p)
+		}
+		if len(pending) == 0 {
 			return nil
-		} else if time.Now().After(deadline) {
+		}
+		if time.Now().After(deadline) {
 			d.kill()
 			<-d.done
 			log, _ := d.Log()
-			return fmt.Errorf("testenv: dovecot did not greet on %s within %v: %v; %s%s", d.IMAPAddr, timeout, err, d.stderr(), tail(log, 20))
+			return fmt.Errorf("testenv: dovecot did not greet within %v: %v; %s%s", timeout, lastErr, d.stderr(), tail(log, 20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -615,19 +802,27 @@ func (d *Dovecot) stop() error {
 	if all := append(append(master, others...), logProc...); !waitGone(all, 5*time.Second) {
 		errs = append(errs, fmt.Errorf("testenv: dovecot processes %v still alive", all))
 	}
-	// The listening socket is closed with the last process holding it.
+	// The listening sockets are closed with the last process holding them.
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", d.IMAPAddr, 200*time.Millisecond)
-		if err != nil {
-			break
+	for _, p := range d.Protocols {
+		addr := d.addrs()[p]
+		for addr != "" {
+			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+			if err != nil {
+				break
+			}
+			c.Close()
+			if time.Now().After(deadline) {
+				errs = append(errs, fmt.Errorf("testenv: %s (%s) still accepts connections after stop", addr, p))
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		c.Close()
-		if time.Now().After(deadline) {
-			errs = append(errs, fmt.Errorf("testenv: %s still accepts connections after stop", d.IMAPAddr))
-			break
+	}
+	if d.Sink != nil {
+		if err := d.Sink.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("testenv: closing the SMTP sink: %v", err))
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	if !strings.HasPrefix(d.BaseDir, d.Dir+string(filepath.Separator)) {
 		os.RemoveAll(d.BaseDir)

@@ -266,3 +266,362 @@ func TestInvalidUser(t *testing.T) {
 		t.Fatal("user name with ':' accepted")
 	}
 }
+
+// textConn is a minimal raw line-based client (POP3, SMTP, LMTP,
+// ManageSieve) for the tests.
+type textConn struct {
+	t    *testing.T
+	name string
+	c    net.Conn
+	r    *bufio.Reader
+}
+
+func dialText(t *testing.T, name, addr string) *textConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s %s: %v", name, addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &textConn{t: t, name: name, c: c, r: bufio.NewReader(c)}
+}
+
+func (tc *textConn) line() string {
+	tc.t.Helper()
+	tc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := tc.r.ReadString('\n')
+	if err != nil {
+		tc.t.Fatalf("%s read: %v (got %q)", tc.name, err, l)
+	}
+	return strings.TrimRight(l, "\r\n")
+}
+
+func (tc *textConn) send(s string) {
+	tc.t.Helper()
+	tc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tc.c.Write([]byte(s)); err != nil {
+		tc.t.Fatalf("%s write: %v", tc.name, err)
+	}
+}
+
+// expect reads a line and fails unless it starts with want.
+func (tc *textConn) expect(want string) string {
+	tc.t.Helper()
+	l := tc.line()
+	if !strings.HasPrefix(l, want) {
+		tc.t.Fatalf("%s: got %q, want %s", tc.name, l, want)
+	}
+	return l
+}
+
+// cmd sends a line and expects a one-line reply starting with want.
+func (tc *textConn) cmd(line, want string) string {
+	tc.t.Helper()
+	tc.send(line + "\r\n")
+	l := tc.line()
+	if !strings.HasPrefix(l, want) {
+		tc.t.Fatalf("%s %q: got %q, want %s", tc.name, line, l, want)
+	}
+	return l
+}
+
+// smtp sends an SMTP/LMTP command and reads the (multi-line) reply; it
+// fails unless the code is want.
+func (tc *textConn) smtp(line, want string) []string {
+	tc.t.Helper()
+	if line != "" {
+		tc.send(line + "\r\n")
+	}
+	var reply []string
+	for {
+		l := tc.line()
+		reply = append(reply, l)
+		if len(l) < 4 || l[3] != '-' {
+			break
+		}
+	}
+	if !strings.HasPrefix(reply[len(reply)-1], want) {
+		tc.t.Fatalf("%s %q: got %q, want %s", tc.name, line, reply, want)
+	}
+	return reply
+}
+
+// sieve sends a ManageSieve command and reads the response lines up to
+// the final OK/NO/BYE, failing unless it starts with want.
+func (tc *textConn) sieve(line, want string) []string {
+	tc.t.Helper()
+	if line != "" {
+		tc.send(line + "\r\n")
+	}
+	var lines []string
+	for {
+		l := tc.line()
+		lines = append(lines, l)
+		if strings.HasPrefix(l, "OK") || strings.HasPrefix(l, "NO") || strings.HasPrefix(l, "BYE") {
+			break
+		}
+	}
+	if !strings.HasPrefix(lines[len(lines)-1], want) {
+		tc.t.Fatalf("%s %q: got %q, want %s", tc.name, line, lines, want)
+	}
+	return lines
+}
+
+func plainIR(authz, authc, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + authc + "\x00" + pass))
+}
+
+var allProtocols = []string{"imap", "pop3", "submission", "lmtp", "sieve"}
+
+// lmtpDeliver delivers msg to the recipients over LMTP.
+func lmtpDeliver(t *testing.T, addr, from string, rcpts []string, msg string) {
+	t.Helper()
+	lc := dialText(t, "lmtp", addr)
+	lc.smtp("", "220")
+	lc.smtp("LHLO client.example.org", "250")
+	lc.smtp("MAIL FROM:<"+from+">", "250")
+	for _, r := range rcpts {
+		lc.smtp("RCPT TO:<"+r+">", "250")
+	}
+	lc.smtp("DATA", "354")
+	lc.send(msg + ".\r\n")
+	for _, r := range rcpts {
+		lc.smtp("", "250") // one reply per recipient
+		_ = r
+	}
+	lc.smtp("QUIT", "221")
+}
+
+// imapCount logs in and returns the number of messages in mailbox.
+func imapCount(t *testing.T, addr, user, pass, mailbox string) int {
+	t.Helper()
+	ic := dialIMAP(t, addr)
+	ic.expect("a", "LOGIN "+user+" "+pass, "OK")
+	u := ic.expect("b", "STATUS "+mailbox+" (MESSAGES)", "OK")
+	for _, l := range u {
+		var n int
+		if i := strings.Index(l, "(MESSAGES "); i >= 0 {
+			if _, err := fmt.Sscanf(l[i:], "(MESSAGES %d)", &n); err == nil {
+				return n
+			}
+		}
+	}
+	t.Fatalf("STATUS %s: %q", mailbox, u)
+	return 0
+}
+
+func TestDovecotProtocols(t *testing.T) {
+	RequireDovecotProtocols(t, allProtocols...)
+	pop3Port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// two instances side by side, both with all protocols
+	a := MustStartDovecot(t, DovecotOptions{Users: testUsers, MasterUser: "proxy", MasterPass: "masterpw", Protocols: allProtocols})
+	b := MustStartDovecot(t, DovecotOptions{Users: testUsers, Protocols: []string{"pop3", "lmtp", "submission", "sieve"}, POP3Port: pop3Port})
+	if b.POP3Addr != fmt.Sprintf("127.0.0.1:%d", pop3Port) {
+		t.Errorf("POP3Addr %s, want port %d", b.POP3Addr, pop3Port)
+	}
+	if strings.Join(b.Protocols, " ") != "imap pop3 submission lmtp sieve" {
+		t.Errorf("Protocols %q", b.Protocols)
+	}
+	seen := map[string]bool{}
+	for _, d := range []*Dovecot{a, b} {
+		for _, addr := range []string{d.IMAPAddr, d.POP3Addr, d.SubmissionAddr, d.LMTPAddr, d.SieveAddr, d.Sink.Addr} {
+			if addr == "" || seen[addr] {
+				t.Fatalf("address %q empty or used twice", addr)
+			}
+			seen[addr] = true
+		}
+	}
+
+	t.Run("pop3", func(t *testing.T) {
+		pc := dialText(t, "pop3", a.POP3Addr)
+		pc.expect("+OK")
+		pc.cmd("USER alice", "+OK")
+		pc.cmd("PASS wrong", "-ERR")
+		pc.cmd("USER alice", "+OK")
+		pc.cmd("PASS secret", "+OK")
+		pc.cmd("STAT", "+OK 0 0")
+		pc.cmd("QUIT", "+OK")
+	})
+	t.Run("pop3 xclient", func(t *testing.T) {
+		pc := dialText(t, "pop3", a.POP3Addr)
+		pc.expect("+OK [XCLIENT]") // 127.0.0.1 is a trusted network
+		pc.cmd("XCLIENT ADDR=127.0.0.7 PORT=4242", "+OK")
+		pc.cmd("USER bob", "+OK")
+		pc.cmd("PASS hunter2", "+OK")
+		log, err := a.WaitLog("rip=127.0.0.7", 5*time.Second)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, log)
+		}
+		if !strings.Contains(log, "pop3-login: Info: Login: user=<bob>") {
+			t.Fatalf("no pop3 login line for bob:\n%s", log)
+		}
+	})
+	t.Run("submission", func(t *testing.T) {
+		sc := dialText(t, "submission", a.SubmissionAddr)
+		sc.smtp("", "220")
+		ehlo := sc.smtp("EHLO client.example.org", "250")
+		if !strings.Contains(strings.Join(ehlo, "\n"), "AUTH PLAIN") || !strings.Contains(strings.Join(ehlo, "\n"), "XCLIENT") {
+			t.Errorf("EHLO: %q", ehlo)
+		}
+		sc.smtp("XCLIENT ADDR=127.0.0.8 PORT=4343", "220") // a new greeting
+		sc.smtp("EHLO client.example.org", "250")
+		sc.smtp("AUTH PLAIN "+plainIR("", "alice", "secret"), "235")
+		sc.smtp("MAIL FROM:<alice@example.org>", "250")
+		sc.smtp("RCPT TO:<carol@example.net>", "250")
+		sc.smtp("RCPT TO:<dave@example.net>", "250")
+		sc.smtp("DATA", "354")
+		sc.send("From: alice@example.org\r\nSubject: via submission\r\n\r\n..dot line\r\nbody\r\n.\r\n") // dot-stuffed
+		sc.smtp("", "250")
+		sc.smtp("QUIT", "221")
+		msgs, err := a.Sink.WaitMessages(1, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := msgs[0]
+		if m.From != "alice@example.org" || strings.Join(m.To, ",") != "carol@example.net,dave@example.net" ||
+			!strings.Contains(string(m.Data), "Subject: via submission\r\n") || !strings.Contains(string(m.Data), "\r\n.dot line\r\nbody\r\n") ||
+			!strings.Contains(string(m.Data), "Received: from client.example.org ([127.0.0.8])") {
+			t.Fatalf("sink got %+v (%q)", m, m.Data)
+		}
+		if n := len(b.Sink.Messages()); n != 0 {
+			t.Errorf("the other instance's sink got %d messages", n)
+		}
+		log, err := a.WaitLog("rip=127.0.0.8", 5*time.Second)
+		if err != nil || !strings.Contains(log, "submission-login: Info: Login: user=<alice>") {
+			t.Fatalf("no submission login line with rip=127.0.0.8: %v\n%s", err, log)
+		}
+	})
+	t.Run("lmtp", func(t *testing.T) {
+		lc := dialText(t, "lmtp", a.LMTPAddr)
+		lc.smtp("", "220")
+		lc.smtp("LHLO client.example.org", "250")
+		lc.smtp("MAIL FROM:<bob@example.org>", "250")
+		lc.smtp("RCPT TO:<nobody@example.org>", "550")
+		lc.smtp("QUIT", "221")
+
+		lmtpDeliver(t, a.LMTPAddr, "bob@example.org", []string{"alice@example.org"},
+			"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: via lmtp\r\n\r\nhello\r\n")
+		ic := dialIMAP(t, a.IMAPAddr)
+		ic.expect("a", "LOGIN alice secret", "OK")
+		if u := ic.expect("b", "SELECT INBOX", "OK"); !contains(u, "* 1 EXISTS") {
+			t.Fatalf("SELECT INBOX after LMTP delivery: %q", u)
+		}
+		if u := ic.expect("c", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])", "OK"); !strings.Contains(strings.Join(u, "\n"), "Subject: via lmtp") {
+			t.Fatalf("FETCH: %q", u)
+		}
+		// and over POP3
+		pc := dialText(t, "pop3", a.POP3Addr)
+		pc.expect("+OK")
+		pc.cmd("USER alice", "+OK")
+		pc.cmd("PASS secret", "+OK")
+		pc.cmd("STAT", "+OK 1 ")
+		pc.cmd("QUIT", "+OK")
+	})
+	t.Run("managesieve", func(t *testing.T) {
+		mc := dialText(t, "sieve", a.SieveAddr)
+		if caps := mc.sieve("", "OK"); !strings.Contains(strings.Join(caps, "\n"), `"SASL" "PLAIN LOGIN"`) {
+			t.Errorf("capabilities: %q", caps)
+		}
+		mc.sieve(`AUTHENTICATE "PLAIN" "`+plainIR("", "alice", "secret")+`"`, "OK")
+		script := "require [\"fileinto\", \"mailbox\"];\r\nif header :contains \"subject\" \"sort me\" {\r\n  fileinto :create \"Sorted\";\r\n}\r\n"
+		mc.send(fmt.Sprintf("PUTSCRIPT \"sorter\" {%d+}\r\n%s\r\n", len(script), script))
+		mc.sieve("", "OK")
+		mc.sieve(`SETACTIVE "sorter"`, "OK")
+		if l := mc.sieve("LISTSCRIPTS", "OK"); !contains(l, `"sorter" ACTIVE`) {
+			t.Fatalf("LISTSCRIPTS: %q", l)
+		}
+		mc.sieve("LOGOUT", "OK")
+		if log, err := a.WaitLog("managesieve-login: Info: Login: user=<alice>", 5*time.Second); err != nil || !strings.Contains(log, "rip=127.0.0.1") {
+			t.Fatalf("no managesieve login line: %v\n%s", err, log)
+		}
+		// the script runs on LMTP delivery
+		lmtpDeliver(t, a.LMTPAddr, "bob@example.org", []string{"alice@example.org"},
+			"From: bob@example.org\r\nSubject: please sort me\r\n\r\nhello\r\n")
+		if n := imapCount(t, a.IMAPAddr, "alice", "secret", "Sorted"); n != 1 {
+			t.Fatalf("Sorted has %d messages, want 1", n)
+		}
+		if n := imapCount(t, a.IMAPAddr, "alice", "secret", "INBOX"); n != 1 {
+			t.Fatalf("INBOX has %d messages, want 1", n)
+		}
+	})
+	t.Run("two backends", func(t *testing.T) {
+		lmtpDeliver(t, b.LMTPAddr, "carol@example.org", []string{"alice@example.org", "Bob@Example.ORG"},
+			"From: carol@example.org\r\nSubject: to b\r\n\r\nhello\r\n")
+		if n := imapCount(t, b.IMAPAddr, "alice", "secret", "INBOX"); n != 1 {
+			t.Errorf("b: alice's INBOX has %d messages, want 1", n)
+		}
+		if n := imapCount(t, b.IMAPAddr, "bob", "hunter2", "INBOX"); n != 1 {
+			t.Errorf("b: bob's INBOX has %d messages, want 1", n)
+		}
+		if n := imapCount(t, a.IMAPAddr, "alice", "secret", "INBOX"); n != 1 {
+			t.Errorf("a: alice's INBOX has %d messages, want 1 (unchanged)", n)
+		}
+	})
+}
+
+func TestBadProtocolOptions(t *testing.T) {
+	if _, err := StartDovecot(DovecotOptions{Protocols: []string{"imap", "nntp"}}); err == nil || !strings.Contains(err.Error(), "nntp") {
+		t.Fatalf("got %v, want an error about nntp", err)
+	}
+	RequireDovecotProtocols(t, "pop3")
+	_, err := StartDovecot(DovecotOptions{Protocols: []string{"pop3"}, IMAPPort: 10143, POP3Port: 10143})
+	if err == nil || !strings.Contains(err.Error(), "both imap and pop3") {
+		t.Fatalf("got %v, want an error about port 10143", err)
+	}
+}
+
+func TestSMTPSink(t *testing.T) {
+	s, err := StartSMTPSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := dialText(t, "sink", s.Addr)
+	c.smtp("", "220")
+	if r := c.smtp("EHLO me", "250"); !contains(r, "250-PIPELINING") {
+		t.Errorf("EHLO: %q", r)
+	}
+	c.smtp("RCPT TO:<x@y>", "503")
+	c.smtp("DATA", "503")
+	c.smtp("MAIL FROM:<> SIZE=10", "250")
+	c.smtp("DATA", "503")
+	// pipelined
+	c.send("RCPT TO:<a@example.org> NOTIFY=NEVER\r\nRCPT TO: <b@example.org>\r\nDATA\r\n")
+	c.smtp("", "250")
+	c.smtp("", "250")
+	c.smtp("", "354")
+	c.send("Subject: x\r\n\r\n..leading dot\r\n.\r\n")
+	c.smtp("", "250")
+	c.smtp("MAIL FROM:<c@example.org>", "250")
+	c.smtp("RSET", "250")
+	c.smtp("FOO", "502")
+	msgs, err := s.WaitMessages(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 || msgs[0].From != "" || strings.Join(msgs[0].To, " ") != "a@example.org b@example.org" ||
+		string(msgs[0].Data) != "Subject: x\r\n\r\n.leading dot\r\n" || msgs[0].Helo != "me" {
+		t.Fatalf("messages %+v", msgs)
+	}
+	if _, err := s.WaitMessages(2, 100*time.Millisecond); err == nil {
+		t.Error("WaitMessages(2) did not time out")
+	}
+	s.Reset()
+	if len(s.Messages()) != 0 {
+		t.Error("Reset kept messages")
+	}
+	// Close ends open sessions
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.r.ReadString('\n'); err == nil {
+		t.Error("session still open after Close")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

@@ -17,11 +17,27 @@ func RequireDovecot(tb testing.TB) {
 	}
 }
 
-// MustStartDovecot calls RequireDovecot, starts an instance (in a new
-// temporary Dir unless opts.Dir is set) and stops it when the test ends.
+// RequireDovecotProtocols is RequireDovecot for an instance that also
+// serves the given protocols ("pop3", "submission", "lmtp", "sieve").
+func RequireDovecotProtocols(tb testing.TB, protocols ...string) {
+	tb.Helper()
+	if _, err := normProtocols(protocols); err != nil {
+		tb.Fatal(err) // a typo must not skip the test
+	}
+	if err := AvailableProtocols(protocols...); err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("dovecot backend required in CI: %v", err)
+		}
+		tb.Skipf("skipping: %v", err)
+	}
+}
+
+// MustStartDovecot calls RequireDovecotProtocols(tb, opts.Protocols...),
+// starts an instance (in a new temporary Dir unless opts.Dir is set) and
+// stops it when the test ends.
 func MustStartDovecot(tb testing.TB, opts DovecotOptions) *Dovecot {
 	tb.Helper()
-	RequireDovecot(tb)
+	RequireDovecotProtocols(tb, opts.Protocols...)
 	d, err := StartDovecot(opts)
 	if err != nil {
 		tb.Fatalf("starting dovecot: %v", err)

@@ -1,13 +1,25 @@
-// Command devbackend runs a private Dovecot IMAP backend on loopback for
-// development (`make run`). It stays in the foreground until SIGINT or
-// SIGTERM and then stops Dovecot.
+// Command devbackend runs a private Dovecot backend on loopback for
+// development (`make run`): IMAP, and with -protocols also POP3, submission,
+// LMTP and ManageSieve. It stays in the foreground until SIGINT or SIGTERM
+// and then stops Dovecot.
 //
 //	devbackend [-dir ./run/backend] [-port 10143] [-users FILE] [-master proxy:masterpw]
+//	           [-protocols imap,pop3,submission,lmtp,sieve] [-pop3-port 10110]
+//	           [-submission-port 10587] [-lmtp-port 10024] [-sieve-port 14190]
 //
 // The users file holds "user:password" lines (blank lines and lines
 // starting with '#' are ignored); without -users the backend has the users
-// alice/secret and bob/secret. Needs root and the Debian packages
-// dovecot-core and dovecot-imapd.
+// alice/secret and bob/secret.
+//
+// Stdout gets the IMAP address on the first line (as before), then one
+// "PROTOCOL ADDRESS" line per other protocol. Submission relays to an
+// in-process SMTP sink; each message it receives is saved as
+// DIR/sink/NNNN.eml and reported on stderr. LMTP delivers RCPT
+// TO:<user@any.domain> to the user's maildir (the local part is the user).
+//
+// Needs root and the Debian packages dovecot-core and dovecot-imapd; for
+// the other protocols dovecot-pop3d, dovecot-submissiond, dovecot-lmtpd,
+// dovecot-managesieved and dovecot-sieve.
 package main
 
 import (
@@ -17,8 +29,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"doorman/engine/testenv"
 )
@@ -28,16 +42,27 @@ func main() {
 	port := flag.Int("port", 10143, "IMAP port on 127.0.0.1 (0: pick a free one)")
 	usersFile := flag.String("users", "", "file of user:password lines (default: alice/secret and bob/secret)")
 	master := flag.String("master", "", "master user as name:password, e.g. proxy:masterpw (LOGIN user*name, SASL PLAIN authzid=user authcid=name)")
-	trusted := flag.String("trusted", "127.0.0.0/8", "login_trusted_networks (ID x-originating-ip is accepted from there)")
+	trusted := flag.String("trusted", "127.0.0.0/8", "login_trusted_networks (ID x-originating-ip and XCLIENT are accepted from there)")
+	protocols := flag.String("protocols", "imap", "comma-separated protocols to serve: imap,pop3,submission,lmtp,sieve (IMAP is always served)")
+	pop3Port := flag.Int("pop3-port", 10110, "POP3 port on 127.0.0.1 (0: pick a free one)")
+	submissionPort := flag.Int("submission-port", 10587, "submission port on 127.0.0.1 (0: pick a free one)")
+	lmtpPort := flag.Int("lmtp-port", 10024, "LMTP port on 127.0.0.1 (0: pick a free one)")
+	sievePort := flag.Int("sieve-port", 14190, "ManageSieve port on 127.0.0.1 (0: pick a free one)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
 
-	if err := testenv.Available(); err != nil {
+	opts := testenv.DovecotOptions{Dir: *dir, IMAPPort: *port, TrustedNetworks: *trusted,
+		POP3Port: *pop3Port, SubmissionPort: *submissionPort, LMTPPort: *lmtpPort, SievePort: *sievePort}
+	for _, p := range strings.Split(*protocols, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			opts.Protocols = append(opts.Protocols, p)
+		}
+	}
+	if err := testenv.AvailableProtocols(opts.Protocols...); err != nil {
 		fail(err)
 	}
-	opts := testenv.DovecotOptions{Dir: *dir, IMAPPort: *port, TrustedNetworks: *trusted}
 	if *usersFile != "" {
 		users, err := readUsers(*usersFile)
 		if err != nil {
@@ -67,27 +92,94 @@ func main() {
 	for i, u := range opts.Users {
 		names[i] = u.Name
 	}
-	// stdout: just the address (for scripts); details on stderr
+	// stdout: the IMAP address, then "PROTOCOL ADDRESS" lines (for
+	// scripts); details on stderr
 	fmt.Println(d.IMAPAddr)
 	fmt.Fprintf(os.Stderr, "devbackend: dovecot IMAP on %s (users %s", d.IMAPAddr, strings.Join(names, ", "))
 	if opts.MasterUser != "" {
 		fmt.Fprintf(os.Stderr, "; master user %s", opts.MasterUser)
 	}
-	fmt.Fprintf(os.Stderr, ")\ndevbackend: run folder %s, log %s; Ctrl-C stops\n", d.Dir, d.LogPath)
+	fmt.Fprintln(os.Stderr, ")")
+	for _, p := range []struct{ proto, name, addr, note string }{
+		{"pop3", "POP3", d.POP3Addr, ""},
+		{"submission", "submission", d.SubmissionAddr, ""},
+		{"lmtp", "LMTP", d.LMTPAddr, " (RCPT TO:<user@any.domain> delivers to user)"},
+		{"sieve", "ManageSieve", d.SieveAddr, ""},
+	} {
+		if p.addr == "" {
+			continue
+		}
+		fmt.Printf("%s %s\n", p.proto, p.addr)
+		if p.proto == "submission" {
+			p.note = fmt.Sprintf(" (relays to the SMTP sink on %s, messages saved in %s)", d.Sink.Addr, filepath.Join(d.Dir, "sink"))
+		}
+		fmt.Fprintf(os.Stderr, "devbackend: dovecot %s on %s%s\n", p.name, p.addr, p.note)
+	}
+	fmt.Fprintf(os.Stderr, "devbackend: run folder %s, log %s; Ctrl-C stops\n", d.Dir, d.LogPath)
 
+	var tick <-chan time.Time
+	if d.Sink != nil {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+	saved := 0
 	code := 0
-	select {
-	case s := <-sigs:
-		fmt.Fprintf(os.Stderr, "devbackend: %v, stopping dovecot\n", s)
-	case <-d.Done():
-		fmt.Fprintf(os.Stderr, "devbackend: dovecot exited unexpectedly; see %s\n", d.LogPath)
-		code = 1
+loop:
+	for {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "devbackend: %v, stopping dovecot\n", s)
+			break loop
+		case <-d.Done():
+			fmt.Fprintf(os.Stderr, "devbackend: dovecot exited unexpectedly; see %s\n", d.LogPath)
+			code = 1
+			break loop
+		case <-tick:
+			saved = saveSinkMessages(d, saved)
+		}
 	}
 	if err := d.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "devbackend: stop: %v\n", err)
 		code = 1
 	}
 	os.Exit(code)
+}
+
+// saveSinkMessages writes the sink's messages from number saved on into
+// DIR/sink/NNNN.eml (numbered on after the files of earlier runs) and
+// reports them; it returns the new count.
+func saveSinkMessages(d *testenv.Dovecot, saved int) int {
+	msgs := d.Sink.Messages()
+	if len(msgs) <= saved {
+		return saved
+	}
+	dir := filepath.Join(d.Dir, "sink")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fmt.Fprintf(os.Stderr, "devbackend: sink: %v\n", err)
+		return len(msgs)
+	}
+	for i := saved; i < len(msgs); i++ {
+		m := msgs[i]
+		var p string
+		for n := i + 1; ; n++ {
+			if p = filepath.Join(dir, fmt.Sprintf("%04d.eml", n)); !exists(p) {
+				break
+			}
+		}
+		if err := os.WriteFile(p, m.Data, 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "devbackend: sink: %v\n", err)
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "devbackend: sink: message from <%s> to <%s> (%d bytes) saved as %s\n",
+			m.From, strings.Join(m.To, ">, <"), len(m.Data), p)
+	}
+	return len(msgs)
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // readUsers parses "user:password" lines.
