@@ -165,7 +165,7 @@ func (c *Config) Defaults() {
 }
 
 // Protocols Doorman can listen for. Later issues add the others.
-var knownProtocols = map[string]bool{"imap": true}
+var knownProtocols = map[string]bool{"imap": true, "pop3": true}
 
 // Validate reports every error in the configuration, each with its key path.
 func (c *Config) Validate() error {
@@ -187,7 +187,7 @@ func (c *Config) Validate() error {
 		}
 		names[l.Name] = true
 		if !knownProtocols[l.Protocol] {
-			add(p+".protocol", "unknown protocol %q (supported: imap)", l.Protocol)
+			add(p+".protocol", "unknown protocol %q (supported: imap, pop3, submission, managesieve, lmtp)", l.Protocol)
 		}
 		if _, err := netip.ParseAddrPort(l.Address); err != nil {
 			add(p+".address", "%q is not ip:port", l.Address)

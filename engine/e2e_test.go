@@ -45,6 +45,7 @@ func sharedBackend(t *testing.T) *testenv.Dovecot {
 	}
 	backendOnce.Do(func() {
 		backend, backendErr = testenv.StartDovecot(testenv.DovecotOptions{
+			Protocols: []string{"imap", "pop3", "submission", "lmtp", "sieve"},
 			Users: []testenv.User{
 				{Name: "alice", Password: "secret"}, {Name: "bob", Password: "secret"},
 				{Name: "carol", Password: "secret"}, {Name: "dave", Password: "secret"},
@@ -77,6 +78,12 @@ type proxy struct {
 // extra YAML settings.
 func startProxy(t *testing.T, passwd string, extra string) *proxy {
 	t.Helper()
+	return startProxyFor(t, "imap", passwd, extra)
+}
+
+// startProxyFor is startProxy with one listener of the given protocol.
+func startProxyFor(t *testing.T, protocol, passwd string, extra string) *proxy {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "users.passwd"), []byte(passwd), 0o600); err != nil {
 		t.Fatal(err)
@@ -87,11 +94,11 @@ func startProxy(t *testing.T, passwd string, extra string) *proxy {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	yml := fmt.Sprintf(`listeners:
-  - {name: imap, protocol: imap, address: %q}
+  - {name: %s, protocol: %s, address: %q}
 login_trusted_networks: [127.0.0.0/8]
 auth_failure_delay: 200ms
 %s
-`, addr, extra)
+`, protocol, protocol, addr, extra)
 	if !strings.Contains(extra, "passdb:") {
 		yml += "passdb:\n  - {driver: passwd-file, path: users.passwd}\n"
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"doorman/codec/imap"
 	"doorman/codec/login"
+	"doorman/codec/pop3"
 )
 
 // protocol is what the engine needs to know of one mail protocol: how to run its login
@@ -24,5 +25,13 @@ var protocols = map[string]*protocol{
 			return imap.NewSession(&srv.imapCfg, info)
 		},
 		newBackend: func(p *login.BackendParams) login.Backend { return imap.NewBackendLogin(p) },
+	},
+	"pop3": {
+		name:        "pop3",
+		defaultPort: 110,
+		newFrontend: func(srv *Server, info login.SessionInfo) login.Frontend {
+			return pop3.NewSession(&srv.pop3Cfg, info)
+		},
+		newBackend: func(p *login.BackendParams) login.Backend { return pop3.NewBackendLogin(p) },
 	},
 }

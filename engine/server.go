@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"doorman/codec/imap"
+	"doorman/codec/pop3"
 	"doorman/engine/relay"
 	"doorman/route"
 )
@@ -35,6 +36,7 @@ type Server struct {
 	trusted   []netip.Prefix
 	listeners map[netip.AddrPort]*listener
 	imapCfg   imap.Config
+	pop3Cfg   pop3.Config
 
 	eng     gnet.Engine
 	booted  chan struct{}
@@ -125,6 +127,7 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.imapCfg = imap.Config{Greeting: cfg.LoginGreeting, Capability: cfg.IMAPCapability}
+	s.pop3Cfg = pop3.Config{Greeting: cfg.LoginGreeting}
 	return s, nil
 }
 
