@@ -33,6 +33,10 @@ type Config struct {
 	AuthFailureDelay Duration `yaml:"auth_failure_delay"`
 	// login_greeting: the text of the greeting line.
 	LoginGreeting string `yaml:"login_greeting"`
+	// hostname: this host's name in SMTP greetings (Dovecot: the system's host name).
+	Hostname string `yaml:"hostname"`
+	// submission_max_mail_size: the SIZE advertised before login; 0 = no limit given.
+	SubmissionMaxMailSize int64 `yaml:"submission_max_mail_size"`
 	// imap_capability: pre-login capability list; "" = built-in, "+X Y" appends.
 	IMAPCapability string `yaml:"imap_capability"`
 	// disable_plaintext_auth: refuse LOGIN / AUTHENTICATE PLAIN on connections that are not
@@ -141,6 +145,12 @@ func (c *Config) Defaults() {
 		t := true
 		c.DisablePlaintextAuth = &t
 	}
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+		if c.Hostname == "" {
+			c.Hostname = "localhost"
+		}
+	}
 	if c.AuthUsernameFormat == "" {
 		c.AuthUsernameFormat = "%Lu"
 	}
@@ -164,8 +174,12 @@ func (c *Config) Defaults() {
 	}
 }
 
-// Protocols Doorman can listen for. Later issues add the others.
-var knownProtocols = map[string]bool{"imap": true, "pop3": true}
+// knownProtocol says whether a listener may have this protocol: the login-phase protocols
+// of the engine's table, and LMTP.
+func knownProtocol(p string) bool {
+	_, ok := protocols[p]
+	return ok || p == "lmtp"
+}
 
 // Validate reports every error in the configuration, each with its key path.
 func (c *Config) Validate() error {
@@ -186,7 +200,7 @@ func (c *Config) Validate() error {
 			add(p+".name", "duplicate listener name %q", l.Name)
 		}
 		names[l.Name] = true
-		if !knownProtocols[l.Protocol] {
+		if !knownProtocol(l.Protocol) {
 			add(p+".protocol", "unknown protocol %q (supported: imap, pop3, submission, managesieve, lmtp)", l.Protocol)
 		}
 		if _, err := netip.ParseAddrPort(l.Address); err != nil {

@@ -4,6 +4,7 @@ import (
 	"doorman/codec/imap"
 	"doorman/codec/login"
 	"doorman/codec/pop3"
+	"doorman/codec/submission"
 )
 
 // protocol is what the engine needs to know of one mail protocol: how to run its login
@@ -33,5 +34,13 @@ var protocols = map[string]*protocol{
 			return pop3.NewSession(&srv.pop3Cfg, info)
 		},
 		newBackend: func(p *login.BackendParams) login.Backend { return pop3.NewBackendLogin(p) },
+	},
+	"submission": {
+		name:        "submission",
+		defaultPort: 587,
+		newFrontend: func(srv *Server, info login.SessionInfo) login.Frontend {
+			return submission.NewSession(&srv.submissionCfg, info)
+		},
+		newBackend: func(p *login.BackendParams) login.Backend { return submission.NewBackendLogin(p) },
 	},
 }

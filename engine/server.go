@@ -19,6 +19,7 @@ import (
 
 	"doorman/codec/imap"
 	"doorman/codec/pop3"
+	"doorman/codec/submission"
 	"doorman/engine/relay"
 	"doorman/route"
 )
@@ -37,6 +38,8 @@ type Server struct {
 	listeners map[netip.AddrPort]*listener
 	imapCfg   imap.Config
 	pop3Cfg   pop3.Config
+
+	submissionCfg submission.Config
 
 	eng     gnet.Engine
 	booted  chan struct{}
@@ -128,6 +131,8 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 	}
 	s.imapCfg = imap.Config{Greeting: cfg.LoginGreeting, Capability: cfg.IMAPCapability}
 	s.pop3Cfg = pop3.Config{Greeting: cfg.LoginGreeting}
+	s.submissionCfg = submission.Config{Hostname: cfg.Hostname, Greeting: cfg.LoginGreeting,
+		MaxMessageSize: cfg.SubmissionMaxMailSize}
 	return s, nil
 }
 
