@@ -1,11 +1,13 @@
 // Package testenv starts private, real backends (Dovecot: IMAP, and on
 // request POP3, submission, LMTP and ManageSieve) on loopback ports for tests
-// and for `make run`.
+// and for `make run`: by default on 127.0.0.1, or on another loopback address
+// (DovecotOptions.ListenIP), where a dev backend can use the standard ports.
 //
 // Every instance has its own instance_name, base_dir, state_dir, run folder
-// and ports, so several instances can run side by side and none of them
-// touches the system Dovecot instance (/etc/dovecot, /run/dovecot,
-// /var/lib/dovecot, ports 143/993).
+// and ports (or listen address), so several instances can run side by side
+// and none of them touches the system Dovecot instance (/etc/dovecot,
+// /run/dovecot, /var/lib/dovecot; ports 143/993 unless asked for
+// explicitly).
 //
 // Requirements: the Debian packages dovecot-core and dovecot-imapd, and root
 // (the backend stores mail as the `mail` user, uid 8); for the other
@@ -39,14 +41,19 @@ type DovecotOptions struct {
 	// Dir is the run folder (created if missing). "" creates a new temporary
 	// folder, which Stop removes again unless KeepDir is set.
 	Dir string
-	// IMAPPort is the plain IMAP port on 127.0.0.1; 0 picks a free one.
+	// ListenIP is the loopback address Dovecot listens on (every
+	// protocol), e.g. "127.0.0.2"; "" means "127.0.0.1". On an address
+	// of its own a backend can use the standard ports (143, 110, ...).
+	// The SMTP sink that submission relays to stays on 127.0.0.1.
+	ListenIP string
+	// IMAPPort is the plain IMAP port on ListenIP; 0 picks a free one.
 	IMAPPort int
 	// Protocols are the protocols to serve besides IMAP, which is always
 	// served: "pop3", "submission", "lmtp" and "sieve" (ManageSieve);
 	// "imap" may be listed too. nil means just IMAP (the fastest start).
 	// The protocols' packages must be installed (AvailableProtocols).
 	Protocols []string
-	// Plain-text ports on 127.0.0.1 of the other protocols, used only if
+	// Plain-text ports on ListenIP of the other protocols, used only if
 	// the protocol is enabled; 0 picks a free one.
 	POP3Port, SubmissionPort, LMTPPort, SievePort int
 	// LMTPUsernameFormat is auth_username_format for LMTP recipients. ""
@@ -77,7 +84,7 @@ type DovecotOptions struct {
 // Dovecot is a running private Dovecot instance.
 type Dovecot struct {
 	Dir      string // run folder
-	IMAPAddr string // "127.0.0.1:NNNN"
+	IMAPAddr string // "127.0.0.1:NNNN" (ListenIP:port)
 
 	// Addresses of the other protocols, "" unless enabled in
 	// DovecotOptions.Protocols.
@@ -98,7 +105,8 @@ type Dovecot struct {
 	Instance string // instance_name
 	PID      int    // master process id
 
-	removeDir bool // Dir was created by StartDovecot
+	listenIP  string // DovecotOptions.ListenIP, "127.0.0.1" if unset
+	removeDir bool   // Dir was created by StartDovecot
 	cmd       *exec.Cmd
 	done      chan struct{} // closed when the master has exited and was reaped
 	waitErr   error
@@ -239,13 +247,37 @@ func lookPath(bin string) (string, error) {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func FreePort() (int, error) { return freePortOn(defaultListenIP) }
+
+// freePortOn returns a TCP port on ip that was free a moment ago.
+func freePortOn(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// defaultListenIP is where Dovecot listens unless DovecotOptions.ListenIP
+// says otherwise.
+const defaultListenIP = "127.0.0.1"
+
+// listenIP validates DovecotOptions.ListenIP and returns it in canonical
+// form ("" → defaultListenIP). Only loopback addresses are accepted: the
+// backend has well-known passwords and plain-text logins.
+func listenIP(s string) (string, error) {
+	if s == "" {
+		return defaultListenIP, nil
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return "", fmt.Errorf("testenv: ListenIP %q is not an IP address", s)
+	}
+	if !ip.IsLoopback() {
+		return "", fmt.Errorf("testenv: ListenIP %s is not a loopback address", s)
+	}
+	return ip.String(), nil
 }
 
 // StartDovecot writes a configuration into opts.Dir, starts `dovecot -F -c
@@ -256,10 +288,14 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 	if err != nil {
 		return nil, err
 	}
+	ip, err := listenIP(opts.ListenIP)
+	if err != nil {
+		return nil, err
+	}
 	if err := AvailableProtocols(protos...); err != nil {
 		return nil, err
 	}
-	d := &Dovecot{Protocols: protos}
+	d := &Dovecot{Protocols: protos, listenIP: ip}
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "doorman-dovecot-")
 		if err != nil {
@@ -327,7 +363,7 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 		for _, p := range protos {
 			port := asked[p]
 			for port == 0 || (asked[p] == 0 && taken[port]) {
-				if port, err = FreePort(); err != nil {
+				if port, err = freePortOn(d.listenIP); err != nil {
 					return fail(err)
 				}
 			}
@@ -459,7 +495,7 @@ func (d *Dovecot) setAddrs(ports map[string]int) {
 		if ports[p] == 0 {
 			return ""
 		}
-		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[p]))
+		return net.JoinHostPort(d.listenIP, strconv.Itoa(ports[p]))
 	}
 	d.IMAPAddr = addr("imap")
 	d.POP3Addr = addr("pop3")
@@ -491,7 +527,7 @@ func (d *Dovecot) config(opts DovecotOptions, ports map[string]int) string {
 	p("instance_name = %s", d.Instance)
 	p("base_dir = %s", d.BaseDir)
 	p("state_dir = %s", filepath.Join(d.Dir, "state"))
-	p("listen = 127.0.0.1")
+	p("listen = %s", d.listenIP)
 	p("protocols = %s", strings.Join(d.Protocols, " "))
 	p("ssl = no")
 	p("disable_plaintext_auth = no")
@@ -534,7 +570,7 @@ func (d *Dovecot) config(opts DovecotOptions, ports map[string]int) string {
 	p("")
 	p("service imap-login {")
 	p("  inet_listener imap {")
-	p("    address = 127.0.0.1")
+	p("    address = %s", d.listenIP)
 	p("    port = %d", ports["imap"])
 	p("  }")
 	p("  inet_listener imaps {")
@@ -704,7 +740,7 @@ func (d *Dovecot) Running() bool {
 func (d *Dovecot) Done() <-chan struct{} { return d.done }
 
 // Stop stops the instance (SIGTERM to the master, which stops its children),
-// waits until all its processes are gone and the IMAP port is closed, and
+// waits until all its processes are gone and its ports are closed, and
 // removes the base_dir (and a temporary Dir). It is safe to call twice.
 func (d *Dovecot) Stop() error {
 	d.stopOnce.Do(func() { d.stopErr = d.stop() })

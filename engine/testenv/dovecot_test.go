@@ -236,6 +236,48 @@ func TestTwoInstancesAndStop(t *testing.T) {
 	}
 }
 
+func TestListenIP(t *testing.T) {
+	RequireDovecot(t)
+	// a port free on 127.0.0.1 a moment ago, so that nothing answers there
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := StartDovecot(DovecotOptions{ListenIP: "127.0.0.3", IMAPPort: port, Users: testUsers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	if want := fmt.Sprintf("127.0.0.3:%d", port); d.IMAPAddr != want {
+		t.Fatalf("IMAPAddr %s, want %s", d.IMAPAddr, want)
+	}
+	dialIMAP(t, d.IMAPAddr).expect("a", "LOGIN alice secret", "OK")
+	other := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := greet(other); err == nil {
+		t.Fatalf("dovecot on ListenIP 127.0.0.3 also greets on %s", other)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", d.IMAPAddr); err == nil {
+		c.Close()
+		t.Errorf("%s still open after Stop", d.IMAPAddr)
+	}
+
+	// port 0 picks a port free on ListenIP
+	d2 := MustStartDovecot(t, DovecotOptions{ListenIP: "127.0.0.3", Users: testUsers})
+	if host, _, _ := net.SplitHostPort(d2.IMAPAddr); host != "127.0.0.3" {
+		t.Fatalf("IMAPAddr %s, want one on 127.0.0.3", d2.IMAPAddr)
+	}
+	dialIMAP(t, d2.IMAPAddr).expect("a", "LOGIN bob hunter2", "OK")
+
+	for _, bad := range []string{"localhost", "192.0.2.1"} {
+		if _, err := StartDovecot(DovecotOptions{ListenIP: bad}); err == nil || !strings.Contains(err.Error(), "ListenIP") {
+			t.Errorf("ListenIP %q: got %v, want an error", bad, err)
+		}
+	}
+}
+
 func TestTempDirRemoved(t *testing.T) {
 	RequireDovecot(t)
 	d, err := StartDovecot(DovecotOptions{Users: testUsers})

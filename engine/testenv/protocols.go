@@ -13,7 +13,7 @@ import (
 func (d *Dovecot) protocolConfig(p func(string, ...any), opts DovecotOptions, ports map[string]int) {
 	listener := func(name string, port int) {
 		p("  inet_listener %s {", name)
-		p("    address = 127.0.0.1")
+		p("    address = %s", d.listenIP)
 		p("    port = %d", port)
 		p("  }")
 	}

@@ -3,9 +3,15 @@
 // LMTP and ManageSieve. It stays in the foreground until SIGINT or SIGTERM
 // and then stops Dovecot.
 //
-//	devbackend [-dir ./run/backend] [-port 10143] [-users FILE] [-master proxy:masterpw]
-//	           [-protocols imap,pop3,submission,lmtp,sieve] [-pop3-port 10110]
-//	           [-submission-port 10587] [-lmtp-port 10024] [-sieve-port 14190]
+//	devbackend [-dir ./run/backend] [-listen 127.0.0.1] [-standard-ports] [-port 10143]
+//	           [-users FILE] [-master proxy:masterpw] [-protocols imap,pop3,submission,lmtp,sieve]
+//	           [-pop3-port 10110] [-submission-port 10587] [-lmtp-port 10024] [-sieve-port 14190]
+//
+// All protocols listen on the loopback address -listen. With
+// -standard-ports the ports not given explicitly are the protocols'
+// standard ones (IMAP 143, POP3 110, submission 587, LMTP 24, ManageSieve
+// 4190) instead of 10143, 10110, 10587, 10024 and 14190; that is meant for
+// an address of its own, e.g. -listen 127.0.0.2 -standard-ports.
 //
 // The users file holds "user:password" lines (blank lines and lines
 // starting with '#' are ignored); without -users the backend has the users
@@ -39,21 +45,39 @@ import (
 
 func main() {
 	dir := flag.String("dir", "./run/backend", "run folder of the backend (config, log, mail)")
-	port := flag.Int("port", 10143, "IMAP port on 127.0.0.1 (0: pick a free one)")
+	listen := flag.String("listen", "127.0.0.1", "loopback address dovecot listens on (all protocols), e.g. 127.0.0.2")
+	standardPorts := flag.Bool("standard-ports", false, "default to the standard ports 143, 110, 587, 24 and 4190 (for a -listen address of its own)")
+	port := flag.Int("port", 10143, "IMAP port on the -listen address (0: pick a free one; 143 with -standard-ports)")
 	usersFile := flag.String("users", "", "file of user:password lines (default: alice/secret and bob/secret)")
 	master := flag.String("master", "", "master user as name:password, e.g. proxy:masterpw (LOGIN user*name, SASL PLAIN authzid=user authcid=name)")
 	trusted := flag.String("trusted", "127.0.0.0/8", "login_trusted_networks (ID x-originating-ip and XCLIENT are accepted from there)")
 	protocols := flag.String("protocols", "imap", "comma-separated protocols to serve: imap,pop3,submission,lmtp,sieve (IMAP is always served)")
-	pop3Port := flag.Int("pop3-port", 10110, "POP3 port on 127.0.0.1 (0: pick a free one)")
-	submissionPort := flag.Int("submission-port", 10587, "submission port on 127.0.0.1 (0: pick a free one)")
-	lmtpPort := flag.Int("lmtp-port", 10024, "LMTP port on 127.0.0.1 (0: pick a free one)")
-	sievePort := flag.Int("sieve-port", 14190, "ManageSieve port on 127.0.0.1 (0: pick a free one)")
+	pop3Port := flag.Int("pop3-port", 10110, "POP3 port on the -listen address (0: pick a free one; 110 with -standard-ports)")
+	submissionPort := flag.Int("submission-port", 10587, "submission port on the -listen address (0: pick a free one; 587 with -standard-ports)")
+	lmtpPort := flag.Int("lmtp-port", 10024, "LMTP port on the -listen address (0: pick a free one; 24 with -standard-ports)")
+	sievePort := flag.Int("sieve-port", 14190, "ManageSieve port on the -listen address (0: pick a free one; 4190 with -standard-ports)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
+	if *standardPorts {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, sp := range []struct {
+			flag string
+			port *int
+			std  int
+		}{
+			{"port", port, 143}, {"pop3-port", pop3Port, 110}, {"submission-port", submissionPort, 587},
+			{"lmtp-port", lmtpPort, 24}, {"sieve-port", sievePort, 4190},
+		} {
+			if !set[sp.flag] {
+				*sp.port = sp.std
+			}
+		}
+	}
 
-	opts := testenv.DovecotOptions{Dir: *dir, IMAPPort: *port, TrustedNetworks: *trusted,
+	opts := testenv.DovecotOptions{Dir: *dir, ListenIP: *listen, IMAPPort: *port, TrustedNetworks: *trusted,
 		POP3Port: *pop3Port, SubmissionPort: *submissionPort, LMTPPort: *lmtpPort, SievePort: *sievePort}
 	for _, p := range strings.Split(*protocols, ",") {
 		if p = strings.TrimSpace(p); p != "" {
