@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# `make run`: a local Dovecot test backend on 127.0.0.1:10143, then Doorman on the example
-# configuration in the foreground. Ctrl-C stops both.
+# `make run`: a local Dovecot test backend on 127.0.0.2 (standard ports: IMAP 143, POP3 110,
+# submission 587, LMTP 24, ManageSieve 4190), then Doorman on the example configuration in
+# the foreground. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p run
 printf 'alice:secret\nbob:secret\ncarol:secret\n' >run/backend-users
-./bin/devbackend -dir run/backend -port 10143 -users run/backend-users -master proxy:masterpw >run/backend.log 2>&1 &
+./bin/devbackend -dir run/backend -listen 127.0.0.2 -standard-ports -protocols imap,pop3,submission,lmtp,sieve \
+	-users run/backend-users -master proxy:masterpw >run/backend.log 2>&1 &
 backend=$!
 trap 'kill $backend 2>/dev/null; wait $backend 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -15,11 +17,14 @@ for _ in $(seq 1 100); do
 done
 cat <<MSG
 
-Doorman listens for IMAP on 127.0.0.1:1143, in front of a Dovecot test backend on
-127.0.0.1:10143. Users (cmd/doorman/example/users.passwd): alice, bob and carol, password "secret".
+Doorman listens on 127.0.0.1 (IMAP 1143, POP3 1110, submission 1587), in front of a
+Dovecot test backend on 127.0.0.2. Users (cmd/doorman/example/users.passwd): alice, bob and
+carol, password "secret".
 
   curl -s --url 'imap://127.0.0.1:1143/INBOX' --user alice:secret -X 'STATUS INBOX (MESSAGES)'
   python3 -c 'import imaplib; m=imaplib.IMAP4("127.0.0.1",1143); print(m.login("carol","secret")); print(m.select("INBOX"))'
+  curl -s --url 'pop3://127.0.0.1:1110/' --user bob:secret
+  swaks --server 127.0.0.1 --port 1587 --auth PLAIN --auth-user alice --auth-password secret --to someone@example.net
 
 MSG
 ./bin/doorman -c cmd/doorman/example/doorman.yaml
