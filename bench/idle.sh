@@ -19,15 +19,16 @@
 #      The loaders then check every held session with NOOP before closing it.
 #   4. fetchbench, FETCH_RUNS times: SIZE bytes, ROUNDS interleaved rounds direct vs through
 #      Doorman, with Doorman's CPU; then once with the backend on both sides (an A/A run: the
-#      noise floor of the method on this machine). Then 1000 sessions straight to the backend,
-#      for the login latency without Doorman.
+#      noise floor of the method on this machine). Login latency: 200 logins one at a time
+#      through Doorman and directly; 1000 sessions straight to the backend (as loaded as step 3).
 #   5. Medians over the runs. Everything it started is stopped on exit (trap). It stops
 #      starting new steps once BUDGET seconds have passed.
 #
 # Environment: KS ("1000 4000 8000"), RUNS (3), PER_PROC (4000), CONCURRENCY (per loader,
-# 16), SIZE (20000000), ROUNDS (30), FETCH_RUNS (3), LOG_LEVEL (warn), BUDGET (800 s), BACKEND_PORT (21143),
-# PROXY_PORT (21144 for the first Doorman; each restart takes the next port), NUSERS (50:
-# users u001.. share the sessions), KEEP=1 keeps the work folder (logs) after the run.
+# 16), SIZE (20000000), ROUNDS (30), FETCH_RUNS (3), LOG_LEVEL (warn; at info Doorman also
+# logs heap/stack/goroutines at each SIGUSR1, which this script prints), BUDGET (800 s),
+# BACKEND_PORT (21143), PROXY_PORT (21144 for the first Doorman; each restart takes the next
+# port), NUSERS (50: users u001.. share the sessions), KEEP=1 keeps the work folder (logs).
 set -euo pipefail
 
 KS=${KS:-"1000 4000 8000"}
@@ -414,6 +415,13 @@ fetch_step() {
 			-user "$FETCH_USER" -pass "$FETCH_PASS" -size "$SIZE" -rounds "$ROUNDS" -proxy-pid "$DOORMAN_PID" |
 			tee "$WORK/fetch-$i.out" || log "fetchbench failed (status $?)"
 		echo
+	done
+	# Unloaded login latency: one login at a time, through Doorman and then directly.
+	local target
+	for target in "Doorman:$DOORMAN_PORT" "backend:$BACKEND_PORT"; do
+		"$WORK/bin/imapload" -addr "127.0.0.1:${target#*:}" -n 200 -users "$WORK/backend-users" -concurrency 1 \
+			-hold 1ms -progress 0 -label "unloaded-${target%%:*}" >"$WORK/unloaded-${target%%:*}.out" 2>&1 || true
+		log "unloaded logins (200, one at a time) to the ${target%%:*}: $(grep -h 'login_latency\|failure' "$WORK/unloaded-${target%%:*}.out" | sed 's/.*login_latency //' | tr '\n' ' ')"
 	done
 	log "fetchbench A/A (noise floor): the backend on both sides (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 	timeout 300 "$WORK/bin/fetchbench" -direct "127.0.0.1:$BACKEND_PORT" -proxy "127.0.0.1:$BACKEND_PORT" \

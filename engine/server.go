@@ -190,6 +190,7 @@ func (s *Server) Start() error {
 	go func() {
 		s.stopped <- gnet.Rotate(h, addrs,
 			gnet.WithMulticore(true),
+			gnet.WithReuseAddr(true), // restart at once, despite TIME_WAITs on the port
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(s.log.Named("gnet").Sugar()),
 		)

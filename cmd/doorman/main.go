@@ -97,7 +97,8 @@ func logMemory(log *zap.Logger, srv *engine.Server) {
 	runtime.ReadMemStats(&ms)
 	c := srv.Counters()
 	rc := srv.RelayCounters()
-	log.Info("memory",
+	// Warn level: the operator asked for it with a signal, so it shows at any log level.
+	log.Warn("memory",
 		zap.Uint64("heap_inuse", ms.HeapInuse),
 		zap.Uint64("stack_inuse", ms.StackInuse),
 		zap.Uint64("sys", ms.Sys),
