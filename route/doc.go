@@ -5,7 +5,7 @@
 // pool for that CPU-heavy verification, the parsing of the passdb extra
 // fields that steer proxying (host, port, destuser, ssl, …), and the chain
 // that tries several passdbs in order. Field names and their meaning follow
-// Dovecot 2.3 (see /work/shared/reference/dovecot-proxy.md §1), so an
+// Dovecot 2.3 (see the project's Dovecot reference notes, §1), so an
 // existing Dovecot passdb can be pointed at Doorman unchanged.
 //
 // What it must not do: import doorman/codec or doorman/engine, export

@@ -39,7 +39,7 @@ type Redis struct {
 var _ Passdb = (*Redis)(nil)
 
 // RedisConfig configures NewRedis. Zero values get the defaults below, which
-// follow /work/shared/reference/tls-proxyproto-redis.md §3.6 ("tuned").
+// follow the project's Redis research notes ("tuned" settings).
 //
 // Addrs with more than one address (and no MasterName) means Redis Cluster;
 // with MasterName the addresses are Sentinels.
