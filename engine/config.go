@@ -37,6 +37,13 @@ type Config struct {
 	Hostname string `yaml:"hostname"`
 	// submission_max_mail_size: the SIZE advertised before login; 0 = no limit given.
 	SubmissionMaxMailSize int64 `yaml:"submission_max_mail_size"`
+	// managesieve_implementation_string, managesieve_sieve_capability and
+	// managesieve_notify_capability: what the ManageSieve greeting announces before login.
+	// Set the SIEVE list to the backends' own (Dovecot's advice for capabilities: the
+	// proxy must not promise more than the backend does); "" = a Pigeonhole 0.5 default.
+	ManagesieveImplementationString string `yaml:"managesieve_implementation_string"`
+	ManagesieveSieveCapability      string `yaml:"managesieve_sieve_capability"`
+	ManagesieveNotifyCapability     string `yaml:"managesieve_notify_capability"`
 	// imap_capability: pre-login capability list; "" = built-in, "+X Y" appends.
 	IMAPCapability string `yaml:"imap_capability"`
 	// disable_plaintext_auth: refuse LOGIN / AUTHENTICATE PLAIN on connections that are not

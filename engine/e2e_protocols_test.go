@@ -18,7 +18,7 @@ import (
 func requireProtocol(t *testing.T, proto string) {
 	t.Helper()
 	if _, ok := protocols[proto]; !ok {
-		t.Skipf("protocol %s is not wired into the engine yet", proto)
+		t.Fatalf("protocol %s is not wired into the engine", proto)
 	}
 }
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"doorman/codec/imap"
 	"doorman/codec/login"
+	"doorman/codec/managesieve"
 	"doorman/codec/pop3"
 	"doorman/codec/submission"
 )
@@ -42,5 +43,13 @@ var protocols = map[string]*protocol{
 			return submission.NewSession(&srv.submissionCfg, info)
 		},
 		newBackend: func(p *login.BackendParams) login.Backend { return submission.NewBackendLogin(p) },
+	},
+	"managesieve": {
+		name:        "managesieve",
+		defaultPort: 4190,
+		newFrontend: func(srv *Server, info login.SessionInfo) login.Frontend {
+			return managesieve.NewSession(&srv.managesieveCfg, info)
+		},
+		newBackend: func(p *login.BackendParams) login.Backend { return managesieve.NewBackendLogin(p) },
 	},
 }

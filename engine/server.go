@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"doorman/codec/imap"
+	"doorman/codec/managesieve"
 	"doorman/codec/pop3"
 	"doorman/codec/submission"
 	"doorman/engine/relay"
@@ -39,7 +40,8 @@ type Server struct {
 	imapCfg   imap.Config
 	pop3Cfg   pop3.Config
 
-	submissionCfg submission.Config
+	submissionCfg  submission.Config
+	managesieveCfg managesieve.Config
 
 	eng     gnet.Engine
 	booted  chan struct{}
@@ -133,6 +135,10 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 	s.pop3Cfg = pop3.Config{Greeting: cfg.LoginGreeting}
 	s.submissionCfg = submission.Config{Hostname: cfg.Hostname, Greeting: cfg.LoginGreeting,
 		MaxMessageSize: cfg.SubmissionMaxMailSize}
+	s.managesieveCfg = managesieve.Config{Greeting: cfg.LoginGreeting,
+		Implementation: cfg.ManagesieveImplementationString,
+		Sieve:          cfg.ManagesieveSieveCapability,
+		Notify:         cfg.ManagesieveNotifyCapability}
 	return s, nil
 }
 

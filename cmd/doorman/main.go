@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -35,6 +36,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("c", "/etc/doorman/doorman.yaml", "configuration file")
 	check := fs.Bool("t", false, "check the configuration and exit")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for developers)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -54,6 +56,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "doorman: %v\n", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "doorman: %v\n", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	srv, err := engine.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
