@@ -129,15 +129,16 @@ s.ehlo()
 s.login("alice", "secret")
 s.sendmail("alice@example.org", ["someone@example.net"], b"Subject: via smtplib\r\n\r\nhello submission\r\n")
 s.quit()
-s = smtplib.SMTP(%q, %s)
-try:
-    s.login("alice", "wrong")
-    print("accepted")
-except smtplib.SMTPAuthenticationError as e:
-    print("refused", e.smtp_code)
+for user, pw in (("alice", "wrong"), ("nobody", "secret")):
+    s = smtplib.SMTP(%q, %s)
+    try:
+        s.login(user, pw)
+        print("accepted", user)
+    except smtplib.SMTPAuthenticationError as e:
+        print("refused", user, e.smtp_code)
 `, h, pt, h, pt))
-	if !strings.Contains(out, "refused 535") {
-		t.Fatalf("wrong password not refused with 535:\n%s", out)
+	if !strings.Contains(out, "refused alice 535") || !strings.Contains(out, "refused nobody 535") {
+		t.Fatalf("wrong password or unknown user not refused with 535:\n%s", out)
 	}
 	msgs, err := be.Sink.WaitMessages(1, 10*time.Second)
 	if err != nil {
@@ -217,6 +218,9 @@ func TestManageSieveThroughProxy(t *testing.T) {
 	for !strings.HasPrefix(c.gr, "OK") {
 		c.gr = c.line(5 * time.Second)
 	}
+	// Garbage first: ManageSieve's own error, and the session goes on.
+	c.send("FOO BAR\r\n")
+	expectPrefix(t, c.line(5*time.Second), "NO \"Error in MANAGESIEVE command")
 	c.send("AUTHENTICATE \"PLAIN\" \"" + b64("\x00alice\x00secret") + "\"\r\n")
 	expectPrefix(t, c.line(10*time.Second), "OK")
 	sieve := "keep;\r\n"
@@ -242,7 +246,13 @@ func TestManageSieveThroughProxy(t *testing.T) {
 		d.gr = d.line(5 * time.Second)
 	}
 	d.send("AUTHENTICATE \"PLAIN\" \"" + b64("\x00alice\x00wrong") + "\"\r\n")
-	expectPrefix(t, d.line(10*time.Second), "NO")
+	if got := d.line(10 * time.Second); got != "NO \"Authentication failed.\"\r\n" {
+		t.Fatalf("wrong password: %q", got)
+	}
+	d.send("AUTHENTICATE \"PLAIN\" \"" + b64("\x00nobody\x00secret") + "\"\r\n")
+	if got := d.line(10 * time.Second); got != "NO \"Authentication failed.\"\r\n" {
+		t.Fatalf("unknown user: %q", got)
+	}
 	waitFor(t, func() bool {
 		log, _ := be.Log()
 		return strings.Contains(log, "managesieve-login") && strings.Contains(log, "rip=127.0.0.11")
