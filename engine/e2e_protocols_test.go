@@ -124,7 +124,7 @@ func TestSubmissionThroughProxy(t *testing.T) {
 	h, pt := hostPort(t, p.addr)
 	out := pyRun(t, fmt.Sprintf(`
 import smtplib
-s = smtplib.SMTP(%q, %s, local_hostname="client.example")
+s = smtplib.SMTP(%q, %s, local_hostname="client.example", source_address=("127.0.0.12", 0))
 s.ehlo()
 s.login("alice", "secret")
 s.sendmail("alice@example.org", ["someone@example.net"], b"Subject: via smtplib\r\n\r\nhello submission\r\n")
@@ -183,8 +183,13 @@ for user, pw in (("alice", "wrong"), ("nobody", "secret")):
 	// The backend logged the real client addresses (XCLIENT).
 	waitFor(t, func() bool {
 		log, _ := be.Log()
-		return strings.Contains(log, "submission-login") && strings.Contains(log, "user=<alice>")
-	}, "backend log shows the submission login")
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, "submission-login") && strings.Contains(l, "user=<alice>") && strings.Contains(l, "rip=127.0.0.12") {
+				return true
+			}
+		}
+		return false
+	}, "backend log shows alice's submission login from rip=127.0.0.12")
 }
 
 func TestManageSieveThroughProxy(t *testing.T) {
