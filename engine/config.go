@@ -55,7 +55,8 @@ type Config struct {
 	// temporary failure.
 	AuthLookupTimeout Duration `yaml:"auth_lookup_timeout"`
 	// auth_username_format: how the user name is normalised before the lookup: "%Lu"
-	// (lower case, Dovecot 2.3's default) or "%u" (as typed).
+	// (lower case, Dovecot 2.3's default), "%u" (as typed), "%Ln" / "%n" (the part before
+	// the @, lower case / as typed).
 	AuthUsernameFormat string `yaml:"auth_username_format"`
 	// auth_workers: concurrent password hash verifications (0 = number of CPUs).
 	AuthWorkers int `yaml:"auth_workers"`
@@ -266,9 +267,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.AuthUsernameFormat {
-	case "%Lu", "%u":
+	case "%Lu", "%u", "%Ln", "%n":
 	default:
-		add("auth_username_format", "%q is not supported (%%Lu or %%u)", c.AuthUsernameFormat)
+		add("auth_username_format", "%q is not supported (%%Lu, %%u, %%Ln or %%n)", c.AuthUsernameFormat)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -108,3 +108,17 @@ func TestDurationForms(t *testing.T) {
 		t.Error("\"soon\" accepted")
 	}
 }
+
+func TestNormalizeUser(t *testing.T) {
+	for _, c := range []struct{ format, in, want string }{
+		{"%u", "Alice@Example.ORG", "Alice@Example.ORG"},
+		{"%Lu", "Alice@Example.ORG", "alice@example.org"},
+		{"%n", "Alice@Example.ORG", "Alice"},
+		{"%Ln", "Alice@Example.ORG", "alice"},
+		{"%Ln", "Bob", "bob"},
+	} {
+		if got := normalizeUser(c.format, c.in); got != c.want {
+			t.Errorf("%s(%q) = %q, want %q", c.format, c.in, got, c.want)
+		}
+	}
+}

@@ -194,6 +194,23 @@ func sideName(sd relay.Side) string {
 	return "proxy"
 }
 
+// normalizeUser applies auth_username_format: %u as typed, %Lu lower case, %n and %Ln the
+// part before the @ (as typed, lower case).
+func normalizeUser(format, user string) string {
+	switch format {
+	case "%Lu":
+		return strings.ToLower(user)
+	case "%n", "%Ln":
+		if i := strings.LastIndexByte(user, '@'); i >= 0 {
+			user = user[:i]
+		}
+		if format == "%Ln" {
+			user = strings.ToLower(user)
+		}
+	}
+	return user
+}
+
 // safeLogin is login with a recover: a panic fails this one login, never the process.
 func (srv *Server) safeLogin(ctx context.Context, req *loginRequest) (out *loginOutcome) {
 	defer func() {
@@ -224,10 +241,7 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		srv.failureDelay(ctx, false)
 		return fail(login.AuthAuthzFailed, "authzid differs from authcid")
 	}
-	user := cr.User
-	if srv.cfg.AuthUsernameFormat == "%Lu" {
-		user = strings.ToLower(user)
-	}
+	user := normalizeUser(srv.cfg.AuthUsernameFormat, cr.User)
 	out.user = user
 	lctx, cancel := context.WithTimeout(ctx, time.Duration(srv.cfg.AuthLookupTimeout))
 	res := srv.chain.Authenticate(lctx, srv.hasher, user, cr.Pass)
