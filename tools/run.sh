@@ -17,7 +17,8 @@ for _ in $(seq 1 100); do
 done
 cat <<MSG
 
-Doorman listens on 127.0.0.1 (IMAP 1143, POP3 1110, submission 1587, ManageSieve 14190), in front of a
+Doorman listens on 127.0.0.1 (IMAP 1143, POP3 1110, submission 1587, ManageSieve 14190,
+LMTP 1024), in front of a
 Dovecot test backend on 127.0.0.2. Users (cmd/doorman/example/users.passwd): alice, bob and
 carol, password "secret".
 
@@ -25,6 +26,7 @@ carol, password "secret".
   python3 -c 'import imaplib; m=imaplib.IMAP4("127.0.0.1",1143); print(m.login("carol","secret")); print(m.select("INBOX"))'
   curl -s --url 'pop3://127.0.0.1:1110/' --user bob:secret
   swaks --server 127.0.0.1 --port 1587 --auth PLAIN --auth-user alice --auth-password secret --to someone@example.net
+  swaks --server 127.0.0.1 --port 1024 --protocol LMTP --to alice@example.org
   echo secret | sieve-connect --server 127.0.0.1 --port 14190 --user alice --passwordfd 0 --clearchan --list
 
 MSG
