@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"doorman/engine/testenv"
 )
 
 // End-to-end tests of POP3, Submission and ManageSieve through Doorman, against the same
@@ -267,3 +269,37 @@ func TestManageSieveThroughProxy(t *testing.T) {
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+// A backend that is down: every protocol answers with its own form of Dovecot's
+// "Account is temporarily unavailable." once the retries within login_proxy_timeout are spent.
+func TestBackendDownEveryProtocol(t *testing.T) {
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	passwd := passwdLine("alice", "{PLAIN}secret", fmt.Sprintf("proxy host=127.0.0.1 port=%d", port))
+	for _, c := range []struct {
+		proto, login, want string
+	}{
+		{"imap", "a LOGIN alice secret\r\n", "a NO [UNAVAILABLE] Account is temporarily unavailable.\r\n"},
+		{"pop3", "USER alice\r\nPASS secret\r\n", "-ERR [SYS/TEMP] Account is temporarily unavailable.\r\n"},
+		{"submission", "EHLO client.example\r\nAUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n", "454 4.7.0 Account is temporarily unavailable.\r\n"},
+		{"managesieve", "AUTHENTICATE \"PLAIN\" \"" + b64("\x00alice\x00secret") + "\"\r\n", "NO (TRYLATER) \"Account is temporarily unavailable.\"\r\n"},
+	} {
+		t.Run(c.proto, func(t *testing.T) {
+			p := startProxyFor(t, c.proto, passwd, "login_proxy_timeout: 2s")
+			cl := dial(t, p.addr, "")
+			cl.send(c.login)
+			deadline := time.Now().Add(2*time.Second + 5*time.Second)
+			for {
+				l := cl.line(time.Until(deadline))
+				if l == c.want {
+					return
+				}
+				if strings.Contains(l, "unavailable") || strings.HasPrefix(l, "NO") || strings.HasPrefix(l, "-ERR") || strings.HasPrefix(l, "4") || strings.HasPrefix(l, "5") {
+					t.Fatalf("got %q, want %q", l, c.want)
+				}
+			}
+		})
+	}
+}
