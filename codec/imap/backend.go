@@ -13,6 +13,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"strings"
+
+	"doorman/codec/sasl"
 )
 
 // backendMaxLine is Dovecot's MAX_PROXY_INPUT_SIZE: a backend line, LF included, must fit
@@ -131,9 +133,8 @@ type BackendLogin struct {
 	saslFrom int // the base64 PLAIN response is pipe[saslFrom:saslTo], for redaction
 	saslTo   int
 
-	out     []byte
-	reply   []byte
-	scratch []byte
+	out   []byte
+	reply []byte
 }
 
 // NewBackendLogin starts a login with p. An unusable p (unsupported Mech) shows as a
@@ -150,15 +151,13 @@ func NewBackendLogin(p *BackendParams) *BackendLogin {
 func (b *BackendLogin) Reset(p *BackendParams) {
 	clear(b.pipe)
 	clear(b.out)
-	clear(b.scratch)
 	*b = BackendLogin{
-		p:       *p,
-		caps:    b.caps[:0],
-		pipe:    b.pipe[:0],
-		parts:   b.parts[:0],
-		out:     b.out[:0],
-		reply:   b.reply[:0],
-		scratch: b.scratch[:0],
+		p:     *p,
+		caps:  b.caps[:0],
+		pipe:  b.pipe[:0],
+		parts: b.parts[:0],
+		out:   b.out[:0],
+		reply: b.reply[:0],
 	}
 	switch {
 	case p.Mech == "":
@@ -421,17 +420,6 @@ func (b *BackendLogin) writeLogin() {
 		b.sent |= backendSentLogin
 		return
 	}
-	// PLAIN: authzid is always the login user; authcid the master user if any.
-	authcid := b.p.User
-	if b.p.Master != "" {
-		authcid = b.p.Master
-	}
-	b.scratch = append(b.scratch[:0], b.p.User...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, authcid...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, b.p.Pass...)
-
 	b.begin('L')
 	b.pipe = append(b.pipe, "L AUTHENTICATE PLAIN"...)
 	if b.flags.saslIR {
@@ -441,12 +429,12 @@ func (b *BackendLogin) writeLogin() {
 		b.pipe = append(b.pipe, "\r\n"...)
 		b.cut(backendGateSASL)
 	}
+	// PLAIN: authzid is always the login user; authcid the master user if any.
 	b.saslFrom = len(b.pipe)
-	b.pipe = base64.StdEncoding.AppendEncode(b.pipe, b.scratch)
+	b.pipe = sasl.AppendProxyPlain(b.pipe, b.p.User, b.p.Master, b.p.Pass)
 	b.saslTo = len(b.pipe)
 	b.pipe = append(b.pipe, "\r\n"...)
 	b.cut(backendGateNone)
-	clear(b.scratch)
 	b.sent |= backendSentAuthenticate | backendSentLogin
 }
 

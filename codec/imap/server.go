@@ -12,6 +12,8 @@ package imap
 import (
 	"bytes"
 	"errors"
+
+	"doorman/codec/sasl"
 )
 
 // Defaults, as Dovecot has them.
@@ -149,15 +151,6 @@ const (
 	idValue                // expecting the value of the key just read
 )
 
-// saslStep is what the next SASL response line is.
-type saslStep uint8
-
-const (
-	saslPlain     saslStep = iota + 1 // PLAIN: authzid NUL authcid NUL password
-	saslLoginUser                     // LOGIN: the user name
-	saslLoginPass                     // LOGIN: the password
-)
-
 // Session is the client side of one connection's login phase.
 type Session struct {
 	maxLine, maxBad, maxAuth int
@@ -202,9 +195,7 @@ type Session struct {
 
 	// AUTHENTICATE in progress.
 	authTag  []byte
-	authMech string
-	step     saslStep
-	saslUser []byte // LOGIN mechanism: the user name from the first response
+	exchange sasl.Exchange
 	sasl     []byte // the last decoded SASL response
 
 	creds    Credentials

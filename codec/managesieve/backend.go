@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"doorman/codec/login"
+	"doorman/codec/sasl"
 )
 
 // backendMaxLine is Dovecot's MAX_PROXY_INPUT_SIZE: a backend line, LF included, must
@@ -329,20 +330,10 @@ func (b *BackendLogin) authenticate() {
 		b.fail(login.BackendRemoteConfig, "Server has disabled authentication (TLS required?)")
 		return
 	}
-	authcid := b.p.User
-	if b.p.Master != "" {
-		authcid = b.p.Master
-	}
-	b.scratch = append(b.scratch[:0], b.p.User...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, authcid...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, b.p.Pass...)
 	b.out = append(b.out, `AUTHENTICATE "PLAIN" "`...)
-	b.out = base64.StdEncoding.AppendEncode(b.out, b.scratch)
+	b.out = sasl.AppendProxyPlain(b.out, b.p.User, b.p.Master, b.p.Pass)
 	b.saslSent = true
 	b.out = append(b.out, "\"\r\n"...)
-	clear(b.scratch)
 	b.state = backendAuth
 }
 
@@ -428,11 +419,7 @@ func (b *BackendLogin) redact(line []byte) string {
 	}
 	if b.saslSent {
 		// Made again rather than kept: only a failure needs it.
-		authcid := b.p.User
-		if b.p.Master != "" {
-			authcid = b.p.Master
-		}
-		payload := base64.StdEncoding.EncodeToString([]byte(b.p.User + "\x00" + authcid + "\x00" + b.p.Pass))
+		payload := string(sasl.AppendProxyPlain(nil, b.p.User, b.p.Master, b.p.Pass))
 		s = strings.ReplaceAll(s, payload, "<hidden>")
 	}
 	return sanitize([]byte(s))

@@ -20,6 +20,7 @@ import (
 	"errors"
 
 	"doorman/codec/login"
+	"doorman/codec/sasl"
 )
 
 var (
@@ -148,15 +149,6 @@ var cmdNames = [...]struct {
 	{"XCLIENT", cmdXclient},
 }
 
-// saslStep is what the next SASL response is.
-type saslStep uint8
-
-const (
-	saslPlain     saslStep = iota + 1 // PLAIN: authzid NUL authcid NUL password
-	saslLoginUser                     // LOGIN: the user name
-	saslLoginPass                     // LOGIN: the password
-)
-
 // Session is the client side of one connection's login phase.
 type Session struct {
 	maxLine, maxBad int
@@ -180,15 +172,13 @@ type Session struct {
 	arg0     token // the first argument (NOOP's tag, AUTHENTICATE's mechanism, the response)
 	sasl     token // AUTHENTICATE's initial response
 	hasSASL  bool  // a SASL string (initial or continued response) was read
-	saslSpan int   // its bytes on the wire, which don't count against the line limit
 	badSASL  bool  // the response (or initial response) isn't a string
+	saslSpan int   // the SASL string's bytes on the wire: not counted against the line limit
 
 	// AUTHENTICATE in progress.
-	authMech string
-	step     saslStep
-	saslUser []byte // LOGIN mechanism: the user name from the first response
+	exchange sasl.Exchange
 	saslBuf  []byte // the last decoded SASL response
-	squeeze  []byte // a SASL response unescaped, without white space
+	squeeze  []byte // a SASL response unescaped
 
 	creds   login.Credentials
 	scratch []byte

@@ -2,33 +2,24 @@ package managesieve
 
 import (
 	"bytes"
-	"encoding/base64"
 
 	"doorman/codec/login"
+	"doorman/codec/sasl"
 )
 
 // AUTHENTICATE: the SASL exchange for PLAIN and LOGIN, up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
-// auth process would check (base64, the PLAIN layout, an empty user) is checked here
-// too, with the replies Dovecot gives for it. Challenges go out as quoted base64
-// strings; responses come as strings (quoted or literal), "*" aborts.
+// auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
+// and the codec answers it with the replies Dovecot gives. Challenges go out as quoted
+// base64 strings; responses come as strings (quoted or literal), "*" aborts.
 
 // authenticate runs AUTHENTICATE with the mechanism mech and, if hasIR, the initial
 // response ir (tokens in cmd). Pigeonhole reads the initial response before it looks at
 // the mechanism, so a bad initial response was answered before this; an empty one (""
 // or "=") is an empty response, not none.
 func (s *Session) authenticate(cmd []byte, mech, ir token, hasIR bool) {
-	m := cmd[mech.start:mech.end]
-	switch {
-	case mech.escaped:
-		// A mechanism name holds no `"` or `\`: escapes make it unknown.
-		s.out = append(s.out, txtNoUnsupportedMech...)
-		return
-	case equalFold(m, "PLAIN"):
-		s.authMech = "PLAIN"
-	case equalFold(m, "LOGIN"):
-		s.authMech = "LOGIN"
-	default:
+	// A mechanism name holds no `"` or `\`: escapes make it unknown.
+	if mech.escaped || !s.exchange.Start(cmd[mech.start:mech.end]) {
 		s.out = append(s.out, txtNoUnsupportedMech...)
 		return
 	}
@@ -36,85 +27,65 @@ func (s *Session) authenticate(cmd []byte, mech, ir token, hasIR bool) {
 		s.out = append(s.out, txtNoPlaintext...)
 		return
 	}
-	first := saslPlain
-	if s.authMech == "LOGIN" {
-		first = saslLoginUser
-	}
 	if !hasIR {
-		s.challenge(first)
+		s.saslResponse(nil)
 		return
 	}
-	data, ok := s.decodeSASL(cmd, ir, true)
+	data, ok := s.decodeSASL(s.saslValue(cmd, ir), true)
 	if !ok {
 		s.out = append(s.out, txtNoBase64Initial...)
 		return
 	}
-	if first == saslLoginUser && len(data) == 0 {
-		s.challenge(first) // LOGIN asks for the user when the initial response is empty
-		return
-	}
-	s.saslResponse(first, data)
+	s.saslResponse(data)
 }
 
-// challenge sends the prompt for step and waits for the response.
-func (s *Session) challenge(step saslStep) {
-	switch step {
-	case saslPlain:
-		s.out = append(s.out, txtChallengeEmpty...)
-	case saslLoginUser:
-		s.out = append(s.out, txtChallengeUsername...)
-	case saslLoginPass:
-		s.out = append(s.out, txtChallengePassword...)
-	}
-	s.step = step
+// challenges are the exchange's challenges on the wire.
+var challenges = sasl.Challenges{
+	Empty:    txtChallengeEmpty,
+	Username: txtChallengeUsername,
+	Password: txtChallengePassword,
+}
+
+// challenge sends a challenge of the exchange and waits for the response.
+func (s *Session) challenge(c []byte) {
+	s.out = append(s.out, challenges.Text(c)...)
 	s.state = StateAuthContinue
 }
 
 // response takes a SASL response string (managesieve_client_auth_parse_response): "*"
 // aborts, anything else is base64.
 func (s *Session) response(cmd []byte, t token) {
-	if v := s.saslValue(cmd, t); len(v) == 1 && v[0] == '*' {
+	v := s.saslValue(cmd, t)
+	if sasl.Cancelled(v) {
 		s.out = append(s.out, txtNoAborted...)
 		return
 	}
-	data, ok := s.decodeSASL(cmd, t, false)
+	data, ok := s.decodeSASL(v, false)
 	if !ok {
 		s.out = append(s.out, txtNoBase64Continued...)
 		return
 	}
-	s.saslResponse(s.step, data)
+	s.saslResponse(data)
 }
 
-// saslResponse takes the decoded response for step.
-func (s *Session) saslResponse(step saslStep, data []byte) {
+// saslResponse takes the next response, decoded; nil is no initial response.
+func (s *Session) saslResponse(data []byte) {
 	defer clear(data)
-	s.scratch = s.scratch[:0]
-	switch step {
-	case saslPlain:
-		authzid, authcid, pass, ok := splitPlain(data)
-		if !ok {
-			s.localAuthFailure()
-			return
-		}
-		s.scratch = append(s.scratch, authzid...)
+	challenge, done, err := s.exchange.Next(data)
+	switch {
+	case err != nil:
+		s.localAuthFailure() // what the auth process refuses, for any reason, fails the login
+	case !done:
+		s.challenge(challenge)
+	default:
+		c := s.exchange.Credentials()
+		s.scratch = append(s.scratch[:0], c.Authzid...)
 		u := len(s.scratch)
-		s.scratch = append(s.scratch, authcid...)
+		s.scratch = append(s.scratch, c.Authcid...)
 		p := len(s.scratch)
-		s.scratch = append(s.scratch, pass...)
+		s.scratch = append(s.scratch, c.Password...)
+		s.exchange.Reset()
 		s.startAuth(u, p)
-	case saslLoginUser:
-		if len(data) == 0 {
-			s.localAuthFailure() // Dovecot: "Empty username"
-			return
-		}
-		s.saslUser = append(s.saslUser[:0], data...)
-		s.challenge(saslLoginPass)
-	case saslLoginPass:
-		s.scratch = append(s.scratch, s.saslUser...)
-		clear(s.saslUser)
-		p := len(s.scratch)
-		s.scratch = append(s.scratch, data...)
-		s.startAuth(0, p)
 	}
 }
 
@@ -134,7 +105,7 @@ func (s *Session) startAuth(userStart, passStart int) {
 	names, pass := string(b[:passStart]), string(b[passStart:])
 	clear(b)
 	s.creds = login.Credentials{
-		Mech:    s.authMech,
+		Mech:    s.exchange.Mechanism(),
 		Authzid: names[:userStart],
 		User:    names[userStart:],
 		Pass:    pass,
@@ -150,32 +121,19 @@ func (s *Session) localAuthFailure() {
 	s.state = StateCommand
 }
 
-// decodeSASL decodes the base64 SASL response t (unescaped) into the session's buffer,
-// which stays valid until the next call. Like Dovecot's decoder it skips white space and
-// wants padding; in an initial response "=" stands for an empty one, as in the auth
-// protocol.
-func (s *Session) decodeSASL(cmd []byte, t token, initial bool) ([]byte, bool) {
-	s.squeeze = s.saslValue(cmd, t)
-	b := s.squeeze[:0]
-	for _, c := range s.squeeze {
-		if c != ' ' && c != '\t' {
-			b = append(b, c)
+// decodeSASL decodes the SASL response v, unescaped in s.squeeze, into the session's
+// buffer, which stays valid until the next call. In an initial response "=" (blanks
+// around it aside) stands for an empty one, as in the auth protocol.
+func (s *Session) decodeSASL(v []byte, initial bool) ([]byte, bool) {
+	if initial {
+		if t := bytes.Trim(v, " \t"); len(t) == 1 && t[0] == '=' {
+			v = v[:0]
 		}
 	}
-	if initial && len(b) == 1 && b[0] == '=' {
-		b = b[:0]
-	}
-	n := base64.StdEncoding.DecodedLen(len(b))
-	if cap(s.saslBuf) < n {
-		s.saslBuf = make([]byte, n)
-	}
-	m, err := base64.StdEncoding.Decode(s.saslBuf[:n], b)
+	data, err := sasl.AppendDecode(s.saslBuf[:0], v)
 	clear(s.squeeze)
-	if err != nil {
-		clear(s.saslBuf[:n])
-		return nil, false
-	}
-	return s.saslBuf[:m], true
+	s.saslBuf = data[:0]
+	return data, err == nil
 }
 
 // saslValue returns the SASL response t unescaped, in s.squeeze. Pigeonhole hands it
@@ -187,27 +145,4 @@ func (s *Session) saslValue(cmd []byte, t token) []byte {
 		s.squeeze = s.squeeze[:i]
 	}
 	return s.squeeze
-}
-
-// splitPlain splits a PLAIN response, authzid NUL authcid NUL password, the way
-// Dovecot's mech-plain does: exactly two NULs, a non-empty authcid, and an authzid equal
-// to the authcid counts as none.
-func splitPlain(b []byte) (authzid, authcid, pass []byte, ok bool) {
-	i := bytes.IndexByte(b, 0)
-	if i < 0 {
-		return nil, nil, nil, false
-	}
-	j := bytes.IndexByte(b[i+1:], 0)
-	if j < 0 {
-		return nil, nil, nil, false
-	}
-	j += i + 1
-	if bytes.IndexByte(b[j+1:], 0) >= 0 || j == i+1 {
-		return nil, nil, nil, false
-	}
-	authzid, authcid, pass = b[:i], b[i+1:j], b[j+1:]
-	if bytes.Equal(authzid, authcid) {
-		authzid = nil
-	}
-	return authzid, authcid, pass, true
 }

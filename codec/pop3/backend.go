@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"doorman/codec/login"
+	"doorman/codec/sasl"
 )
 
 var _ login.Backend = (*BackendLogin)(nil)
@@ -318,17 +319,7 @@ func (b *BackendLogin) writeLogin() {
 	}
 	// PLAIN: authzid is always the login user; authcid the master user if any. POP3
 	// has no SASL-IR capability to check: the response always goes with AUTH.
-	authcid := b.p.User
-	if b.p.Master != "" {
-		authcid = b.p.Master
-	}
-	b.scratch = append(b.scratch[:0], b.p.User...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, authcid...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, b.p.Pass...)
-	b.secret = base64.StdEncoding.AppendEncode(b.secret[:0], b.scratch)
-	clear(b.scratch)
+	b.secret = sasl.AppendProxyPlain(b.secret[:0], b.p.User, b.p.Master, b.p.Pass)
 	b.out = append(b.out, "AUTH PLAIN "...)
 	b.out = append(b.out, b.secret...)
 	b.out = append(b.out, "\r\n"...)

@@ -2,9 +2,11 @@ package pop3
 
 import (
 	"bytes"
-	"strings"
+	"fmt"
+	"os"
 	"testing"
 
+	"doorman/codec/internal/codectest"
 	"doorman/codec/login"
 )
 
@@ -44,116 +46,43 @@ func backendFuzzParams(bits uint8) *login.BackendParams {
 	return p
 }
 
-// backendFuzzRun feeds data to a login in chunks of chunk bytes (0: all at once), doing
-// the engine's part on BackendStartTLS, and checks what must always hold.
-func backendFuzzRun(t *testing.T, p *login.BackendParams, data []byte, chunk int) (out []byte, res login.BackendResult) {
-	b := NewBackendLogin(p)
-	var pending []byte
-	for len(data) > 0 || len(pending) > 0 {
-		n := len(data)
-		if chunk > 0 {
-			n = min(n, chunk)
-		}
-		pending = append(pending, data[:n]...)
-		data = data[n:]
-		before := b.Result().Outcome
-		consumed, o, r := b.Feed(pending)
-		if consumed < 0 || consumed > len(pending) {
-			t.Fatalf("consumed %d of %d", consumed, len(pending))
-		}
-		if before != login.BackendPending && (consumed != 0 || o != nil || r.Outcome != before) {
-			t.Fatalf("Feed after %v: consumed %d, wrote %q, got %v", before, consumed, o, r.Outcome)
-		}
-		if r.Outcome.Final() && o != nil {
-			t.Fatalf("output %q with final outcome %v", o, r.Outcome)
-		}
-		if bytes.Count(o, []byte("\r\n")) != bytes.Count(o, []byte("\n")) || (len(o) > 0 && !bytes.HasSuffix(o, []byte("\r\n"))) {
-			t.Fatalf("output %q is not whole CRLF lines", o)
-		}
-		out = append(out, o...)
-		pending = pending[consumed:]
-		res = r
-		if s := b.State(); s == "" {
-			t.Fatal("no state")
-		}
-		if r.Outcome == login.BackendStartTLS {
-			pending = nil
-			o, r = b.TLSStarted()
-			out = append(out, o...)
-			res = r
-		}
-		if n == 0 && consumed == 0 {
-			break // all fed, nothing more to take
+// backendFuzzBits are the bits of a transcript's params.
+func backendFuzzBits(p *login.BackendParams) uint8 {
+	var bits uint8
+	for _, c := range []struct {
+		on  bool
+		bit uint8
+	}{
+		{p.NotTrusted, backendFuzzNotTrusted}, {p.NoPipelining, backendFuzzNoPipelining},
+		{p.StartTLS, backendFuzzStartTLS}, {p.Master != "", backendFuzzMaster},
+		{p.Mech != "", backendFuzzPlain}, {len(p.Client.Forward) > 0, backendFuzzForward},
+	} {
+		if c.on {
+			bits |= c.bit
 		}
 	}
-	if strings.Contains(res.Text, p.Pass) {
-		t.Fatalf("Text holds the password: %q", res.Text)
-	}
-	if res.Outcome.Final() {
-		reply := res.ClientReply
-		if !bytes.HasSuffix(reply, []byte("\r\n")) || bytes.Count(reply, []byte("\n")) != 1 {
-			t.Fatalf("client reply %q is not one line", reply)
-		}
-		ok := bytes.HasPrefix(reply, []byte("+OK"))
-		if ok != (res.Outcome == login.BackendOK) || (!ok && !bytes.HasPrefix(reply, []byte("-ERR"))) {
-			t.Fatalf("client reply %q with outcome %v", reply, res.Outcome)
-		}
-	} else if res.ClientReply != nil {
-		t.Fatalf("client reply %q with outcome %v", res.ClientReply, res.Outcome)
-	}
-	return out, res
+	return bits
 }
 
-func FuzzBackendLogin(f *testing.F) {
-	for _, tr := range backendLoadTranscripts(f) {
-		var data []byte
-		for _, st := range tr.steps {
-			if st.kind == "B" {
-				data = append(data, st.data...)
-			}
-		}
-		var bits uint8
-		p := tr.params
-		for _, c := range []struct {
-			on  bool
-			bit uint8
-		}{
-			{p.NotTrusted, backendFuzzNotTrusted}, {p.NoPipelining, backendFuzzNoPipelining},
-			{p.StartTLS, backendFuzzStartTLS}, {p.Master != "", backendFuzzMaster},
-			{p.Mech != "", backendFuzzPlain}, {len(p.Client.Forward) > 0, backendFuzzForward},
-		} {
-			if c.on {
-				bits |= c.bit
-			}
-		}
-		f.Add(data, bits, uint8(0))
-		f.Add(data, bits|backendFuzzOddPass|backendFuzzPlain, uint8(7))
+// Each Feed writes whole CRLF lines.
+func backendFuzzCheckWrite(o []byte) error {
+	if bytes.Count(o, []byte("\r\n")) != bytes.Count(o, []byte("\n")) || (len(o) > 0 && !bytes.HasSuffix(o, []byte("\r\n"))) {
+		return fmt.Errorf("output %q is not whole CRLF lines", o)
 	}
-	f.Fuzz(func(t *testing.T, data []byte, bits, chunk uint8) {
-		p := backendFuzzParams(bits)
-		out1, res1 := backendFuzzRun(t, p, data, int(chunk))
-		if p.StartTLS {
-			return // what is dropped after STLS depends on how bytes were split
-		}
-		// However the bytes are split, the login must say and do the same. (Byte by
-		// byte only for short inputs: minimizing long ones would take minutes.)
-		other := 1
-		if len(data) > 512 {
-			other = 5
-		}
-		out2, res2 := backendFuzzRun(t, p, data, other)
-		if res1.Outcome != res2.Outcome || res1.Text != res2.Text || !bytes.Equal(res1.ClientReply, res2.ClientReply) {
-			t.Fatalf("split %d: %v %q %q; split %d: %v %q %q", chunk,
-				res1.Outcome, res1.Text, res1.ClientReply, other, res2.Outcome, res2.Text, res2.ClientReply)
-		}
-		if res1.Outcome.Final() {
-			// What a login still had to write when it ended is dropped, and where
-			// it ended within a read depends on the split.
-			if !bytes.HasPrefix(out1, out2) && !bytes.HasPrefix(out2, out1) {
-				t.Fatalf("split %d wrote %q; split %d %q", chunk, out1, other, out2)
-			}
-		} else if !bytes.Equal(out1, out2) {
-			t.Fatalf("split %d wrote %q; split %d %q", chunk, out1, other, out2)
-		}
-	})
+	return nil
 }
+
+// The client reply is one +OK line for a success, one -ERR line otherwise.
+func backendFuzzCheckReply(_ *login.BackendParams, res login.BackendResult) error {
+	reply := res.ClientReply
+	if bytes.Count(reply, []byte("\n")) != 1 {
+		return fmt.Errorf("client reply %q is not one line", reply)
+	}
+	ok := bytes.HasPrefix(reply, []byte("+OK"))
+	if ok != (res.Outcome == login.BackendOK) || (!ok && !bytes.HasPrefix(reply, []byte("-ERR"))) {
+		return fmt.Errorf("client reply %q with outcome %v", reply, res.Outcome)
+	}
+	return nil
+}
+
+func FuzzBackendLogin(f *testing.F) { codectest.FuzzBackendLogin(f, os.DirFS("."), backend) }

@@ -14,6 +14,7 @@ import (
 	"errors"
 
 	"doorman/codec/login"
+	"doorman/codec/sasl"
 )
 
 // Defaults, as Dovecot has them.
@@ -106,15 +107,6 @@ const (
 	phaseAuthIR                   // AUTH: reading the initial response
 )
 
-// saslStep is what the next SASL response line is.
-type saslStep uint8
-
-const (
-	saslPlain     saslStep = iota + 1 // PLAIN: authzid NUL authcid NUL password
-	saslLoginUser                     // LOGIN: the user name
-	saslLoginPass                     // LOGIN: the password
-)
-
 // Session is the client side of one connection's login phase.
 type Session struct {
 	maxLine, maxBad, maxAuth int
@@ -143,11 +135,8 @@ type Session struct {
 	userSet bool
 
 	// AUTH in progress.
-	authMech string
-	step     saslStep
-	saslUser []byte // LOGIN mechanism: the user name from the first response
+	exchange sasl.Exchange
 	sasl     []byte // the last decoded SASL response
-	squeeze  []byte // a SASL response with its white space taken out
 
 	creds   login.Credentials
 	scratch []byte
@@ -658,23 +647,6 @@ func (s *Session) end() []login.Action {
 		return nil
 	}
 	return s.acts
-}
-
-// srvEqualFold compares b with the upper-case ASCII word w, ignoring case.
-func srvEqualFold(b []byte, w string) bool {
-	if len(b) != len(w) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != w[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // srvTrimCR drops one trailing CR.

@@ -16,6 +16,8 @@ import (
 	"encoding/base64"
 	"strconv"
 	"strings"
+
+	"doorman/codec/sasl"
 )
 
 // backendMaxLine is Dovecot's MAX_PROXY_INPUT_SIZE: a backend line, LF included, must fit
@@ -446,17 +448,7 @@ func (b *BackendLogin) writeAuth() {
 		b.fail(BackendRemoteConfig, "Authentication support not advertised (TLS required?)")
 		return
 	}
-	authcid := b.p.User
-	if b.p.Master != "" {
-		authcid = b.p.Master
-	}
-	b.scratch = append(b.scratch[:0], b.p.User...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, authcid...)
-	b.scratch = append(b.scratch, 0)
-	b.scratch = append(b.scratch, b.p.Pass...)
-	b.sasl = base64.StdEncoding.AppendEncode(b.sasl[:0], b.scratch)
-	clear(b.scratch)
+	b.sasl = sasl.AppendProxyPlain(b.sasl[:0], b.p.User, b.p.Master, b.p.Pass)
 	b.out = append(b.out, "AUTH PLAIN"...)
 	if len("AUTH PLAIN ")+len(b.sasl) > backendLineLimit {
 		b.irPending = true

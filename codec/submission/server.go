@@ -21,6 +21,8 @@ import (
 	"errors"
 	"strconv"
 	"unicode/utf8"
+
+	"doorman/codec/sasl"
 )
 
 // Defaults, as Dovecot has them.
@@ -123,15 +125,6 @@ const (
 	phaseSkip                    // dropping the rest of a line after an error
 )
 
-// saslStep is what the next SASL response line is.
-type saslStep uint8
-
-const (
-	saslPlain     saslStep = iota + 1 // PLAIN: authzid NUL authcid NUL password
-	saslLoginUser                     // LOGIN: the user name
-	saslLoginPass                     // LOGIN: the password
-)
-
 // Session is the client side of one connection's login phase.
 type Session struct {
 	maxLine, maxBad, maxAuth int
@@ -154,11 +147,8 @@ type Session struct {
 	paramEnd   int
 
 	// AUTH in progress.
-	authMech string
-	step     saslStep
-	saslUser []byte // LOGIN mechanism: the user name from the first response
+	exchange sasl.Exchange
 	sasl     []byte // the last decoded SASL response
-	squeeze  []byte // a response with its blanks taken out, before decoding
 
 	creds   Credentials
 	scratch []byte
