@@ -736,7 +736,9 @@ func (s *Session) idDone(cmd []byte, pos int) (int, bool) {
 
 // answerID reports the client's ID to the engine and answers it.
 func (s *Session) answerID(tag []byte) {
-	s.idParams = s.idParams[:0]
+	// Several IDs can arrive in one Feed: each ActID gets its own part of idParams, which
+	// begin() empties at the start of the next call.
+	first := len(s.idParams)
 	if len(s.idEnds) > 0 {
 		all := string(s.idBuf) // one copy for every key and value
 		start := 0
@@ -746,7 +748,7 @@ func (s *Session) answerID(tag []byte) {
 			start = v
 		}
 	}
-	s.emit(Action{Kind: ActID, IDParams: s.idParams})
+	s.emit(Action{Kind: ActID, IDParams: s.idParams[first:len(s.idParams):len(s.idParams)]})
 	s.out = append(s.out, `* ID ("name" "`...)
 	for i := 0; i < len(s.idName); i++ {
 		c := s.idName[i]
@@ -920,6 +922,7 @@ func (s *Session) begin() {
 	s.out, s.flushed = s.out[:0], 0
 	clear(s.acts)
 	s.acts = s.acts[:0]
+	s.idParams = s.idParams[:0]
 }
 
 // end finishes a call and returns its actions.

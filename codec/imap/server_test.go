@@ -124,3 +124,23 @@ func TestOutputCap(t *testing.T) {
 		t.Fatalf("last action %s %q, state %s", last.Kind, last.Reason, s.State())
 	}
 }
+
+// Two IDs in one Feed: each ActID keeps its own parameters (the fuzzer once found the
+// second overwriting the first).
+func TestTwoIDsInOneFeed(t *testing.T) {
+	s := NewSession(nil, SessionInfo{Secured: true})
+	_, acts, err := s.Feed([]byte("a ID (\"k1\" \"v1\")\r\nb ID (\"k2\" \"v2\" \"k3\" \"v3\")\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids [][]IDParam
+	for _, a := range acts {
+		if a.Kind == ActID {
+			ids = append(ids, a.IDParams)
+		}
+	}
+	if len(ids) != 2 || len(ids[0]) != 1 || ids[0][0] != (IDParam{Key: "k1", Value: "v1"}) ||
+		len(ids[1]) != 2 || ids[1][0] != (IDParam{Key: "k2", Value: "v2"}) || ids[1][1] != (IDParam{Key: "k3", Value: "v3"}) {
+		t.Fatalf("ID params: %+v", ids)
+	}
+}
