@@ -17,7 +17,9 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("c", "/etc/doorman/doorman.yaml", "configuration file")
 	check := fs.Bool("t", false, "check the configuration and exit")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for developers)")
+	memProfile := fs.String("memprofile", "", "on SIGUSR1, also write a heap profile to this file (for developers)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,6 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
+	if *memProfile != "" {
+		runtime.MemProfileRate = 1 // every allocation: slow, but the profile is exact
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -81,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGINT, syscall.SIGTERM)
 	for s := range sig {
 		if s == syscall.SIGUSR1 {
-			logMemory(log, srv)
+			logMemory(log, srv, *memProfile)
 			continue
 		}
 		if s == syscall.SIGHUP {
@@ -104,15 +110,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func logMemory(log *zap.Logger, srv *engine.Server) {
+func logMemory(log *zap.Logger, srv *engine.Server, heapProfile string) {
 	runtime.GC()
 	debug.FreeOSMemory()
+	if heapProfile != "" {
+		if f, err := os.Create(heapProfile); err != nil {
+			log.Error("heap profile", zap.Error(err))
+		} else {
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+		}
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	c := srv.Counters()
 	rc := srv.RelayCounters()
 	// Warn level: the operator asked for it with a signal, so it shows at any log level.
-	log.Warn("memory",
+	// Every class of the runtime's memory, so a growth can be told apart (heap objects,
+	// fragmentation, stacks, GC metadata, ...).
+	var classes []zap.Field
+	for _, d := range metrics.All() {
+		if strings.HasPrefix(d.Name, "/memory/classes/") {
+			sm := []metrics.Sample{{Name: d.Name}}
+			metrics.Read(sm)
+			if sm[0].Value.Kind() == metrics.KindUint64 {
+				classes = append(classes, zap.Uint64(strings.TrimSuffix(strings.TrimPrefix(d.Name, "/memory/classes/"), ":bytes"), sm[0].Value.Uint64()))
+			}
+		}
+	}
+	log.Warn("memory", append(classes,
 		zap.Uint64("heap_inuse", ms.HeapInuse),
 		zap.Uint64("stack_inuse", ms.StackInuse),
 		zap.Uint64("sys", ms.Sys),
@@ -121,7 +147,7 @@ func logMemory(log *zap.Logger, srv *engine.Server) {
 		zap.Int64("relaying", c.Relaying.Load()),
 		zap.Int64("pipes_in_use", rc.PipesInUse),
 		zap.Int64("pipes_idle", rc.PipesIdle),
-	)
+	)...)
 }
 
 func newLogger(lc engine.LogConfig) (*zap.Logger, error) {
