@@ -540,3 +540,34 @@ func TestPreLoginTimeoutAndLimits(t *testing.T) {
 		t.Fatalf("long line: %q", got)
 	}
 }
+
+// SIGHUP's work: Reload re-reads the passwd-file; a file that no longer parses keeps the
+// old contents and the error is reported.
+func TestReloadPasswdFile(t *testing.T) {
+	be := sharedBackend(t)
+	port := portOf(be.IMAPAddr)
+	p := startProxy(t, passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+port), "")
+	path := filepath.Join(p.srv.cfg.dir, "users.passwd")
+	if err := os.WriteFile(path, []byte(passwdLine("alice", "{PLAIN}newpass", "proxy nopassword host=127.0.0.1 port="+port)+
+		passwdLine("bob", "", "proxy nopassword host=127.0.0.1 port="+port)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.srv.Reload(); err == nil {
+		t.Fatal("a file with nopassword next to a password reloaded without error")
+	}
+	c := dial(t, p.addr, "")
+	c.send("a LOGIN alice secret\r\n") // the old contents still hold
+	expectPrefix(t, last(c.until("a", 10*time.Second)), "a OK")
+
+	if err := os.WriteFile(path, []byte(passwdLine("bob", "", "proxy nopassword host=127.0.0.1 port="+port)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	d := dial(t, p.addr, "")
+	d.send("a LOGIN alice secret\r\n")
+	expectPrefix(t, last(d.until("a", 10*time.Second)), "a NO [AUTHENTICATIONFAILED]")
+	d.send("b LOGIN bob secret\r\n")
+	expectPrefix(t, last(d.until("b", 10*time.Second)), "b OK")
+}
