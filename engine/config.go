@@ -23,6 +23,11 @@ type Config struct {
 	// login_trusted_networks: clients from these networks are "secured" (plaintext login
 	// allowed without TLS) and, in a later issue, may override their address via ID/XCLIENT.
 	LoginTrustedNetworks []string `yaml:"login_trusted_networks"`
+	// haproxy_trusted_networks: the load balancers that may connect to haproxy listeners;
+	// anyone else is disconnected at once.
+	HAProxyTrustedNetworks []string `yaml:"haproxy_trusted_networks"`
+	// haproxy_timeout: how long a PROXY header may take to arrive (Dovecot: 3s).
+	HAProxyTimeout Duration `yaml:"haproxy_timeout"`
 	// login_source_ips: local addresses used round robin for backend connections.
 	LoginSourceIPs []string `yaml:"login_source_ips"`
 	// login_proxy_timeout: connect → successful backend login, per login (Dovecot: 30s).
@@ -73,6 +78,10 @@ type Listener struct {
 	Name     string `yaml:"name"`
 	Protocol string `yaml:"protocol"`
 	Address  string `yaml:"address"`
+	// HAProxy (Dovecot's haproxy=yes): every connection must start with a PROXY v1 or v2
+	// header, from a peer in haproxy_trusted_networks; the header's client address is the
+	// client's address from then on.
+	HAProxy bool `yaml:"haproxy"`
 }
 
 // Passdb is one entry of the passdb list; fields by driver.
@@ -162,6 +171,9 @@ func (c *Config) Defaults() {
 	if c.AuthUsernameFormat == "" {
 		c.AuthUsernameFormat = "%Lu"
 	}
+	if c.HAProxyTimeout == 0 {
+		c.HAProxyTimeout = Duration(3 * time.Second)
+	}
 	if c.LoginTimeout == 0 {
 		c.LoginTimeout = Duration(180 * time.Second)
 	}
@@ -245,6 +257,19 @@ func (c *Config) Validate() error {
 			add(fmt.Sprintf("login_trusted_networks[%d]", i), "%v", err)
 		}
 	}
+	for i, n := range c.HAProxyTrustedNetworks {
+		if _, err := parsePrefix(n); err != nil {
+			add(fmt.Sprintf("haproxy_trusted_networks[%d]", i), "%v", err)
+		}
+	}
+	for i, l := range c.Listeners {
+		if l.HAProxy && l.Protocol == "lmtp" {
+			add(fmt.Sprintf("listeners[%d].haproxy", i), "not supported on lmtp listeners yet")
+		}
+		if l.HAProxy && len(c.HAProxyTrustedNetworks) == 0 {
+			add(fmt.Sprintf("listeners[%d].haproxy", i), "needs haproxy_trusted_networks (no peer could connect)")
+		}
+	}
 	for i, s := range c.LoginSourceIPs {
 		if _, err := netip.ParseAddr(s); err != nil {
 			add(fmt.Sprintf("login_source_ips[%d]", i), "%q is not an IP address", s)
@@ -260,6 +285,7 @@ func (c *Config) Validate() error {
 		{"login_proxy_timeout", c.LoginProxyTimeout},
 		{"auth_failure_delay", c.AuthFailureDelay},
 		{"login_timeout", c.LoginTimeout},
+		{"haproxy_timeout", c.HAProxyTimeout},
 		{"auth_lookup_timeout", c.AuthLookupTimeout},
 	} {
 		if d.v < 0 {

@@ -102,6 +102,14 @@ auth_failure_delay: 200ms
 	if !strings.Contains(extra, "passdb:") {
 		yml += "passdb:\n  - {driver: passwd-file, path: users.passwd}\n"
 	}
+	p := startProxyYAML(t, dir, yml)
+	p.addr = addr
+	return p
+}
+
+// startProxyYAML runs Doorman on a configuration given whole; dir holds its files.
+func startProxyYAML(t *testing.T, dir, yml string) *proxy {
+	t.Helper()
 	cfg, err := ParseConfig([]byte(yml), dir)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yml)
@@ -119,7 +127,7 @@ auth_failure_delay: 200ms
 		defer cancel()
 		_ = srv.Stop(ctx)
 	})
-	return &proxy{srv: srv, addr: addr, logs: logs}
+	return &proxy{srv: srv, logs: logs}
 }
 
 // client is a line-level IMAP client for exact wire checks.

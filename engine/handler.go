@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"doorman/codec/proxyproto"
+
 	"doorman/codec/login"
 )
 
@@ -19,7 +21,8 @@ import (
 type Stage uint8
 
 const (
-	StageGreeting Stage = iota
+	StageProxyHeader Stage = iota
+	StageGreeting
 	StageAuth
 	StageLookup
 	StageConnect
@@ -27,7 +30,7 @@ const (
 	StageRelay
 )
 
-var stageNames = [...]string{"greeting", "auth", "lookup", "connect", "backend-login", "relay"}
+var stageNames = [...]string{"proxy-header", "greeting", "auth", "lookup", "connect", "backend-login", "relay"}
 
 func (st Stage) String() string { return stageNames[st] }
 
@@ -59,10 +62,10 @@ type session struct {
 	in, out  int64         // bytes from / to the client during the login phase
 	endedBy  string
 	reason   string
-	lastSeen int64 // loop clock (unix seconds) of the last client input
+	lastSeen int64      // loop clock (unix seconds) of the last client input
+	list     *timerList // the timeout list the session is on, if any
 	prev     *session
 	next     *session
-	inList   bool
 }
 
 type handler struct {
@@ -96,20 +99,38 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 		local:   local,
 		started: time.Now(),
 	}
-	s.id = sessionID(s.started, remote)
-	secured := srv.isTrusted(remote.Addr()) || remote.Addr() == local.Addr()
-	s.fe = lst.proto.newFrontend(srv, login.SessionInfo{
-		Secured:          secured,
-		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth,
-	})
 	c.SetContext(s)
 	srv.stats.Accepted.Add(1)
 	srv.stats.Active.Add(1)
+	if lst.HAProxy {
+		s.id = sessionID(s.started, remote)
+		if !contains(srv.haproxies, remote.Addr()) {
+			// Dovecot: connections from outside haproxy_trusted_networks are aborted at once.
+			s.endedBy, s.reason = "proxy", "not from haproxy_trusted_networks"
+			return nil, gnet.Close
+		}
+		s.stage = StageProxyHeader
+		s.loop.awaitHeader(s)
+		return nil, gnet.None // no greeting before the header
+	}
+	return s.begin(), gnet.None
+}
+
+// begin starts the login phase once the client's address is known: the session id, the
+// codec, the greeting (returned, for the caller to send).
+func (s *session) begin() []byte {
+	srv := s.srv
+	s.id = sessionID(s.started, s.remote)
+	secured := srv.isTrusted(s.remote.Addr()) || s.remote.Addr() == s.local.Addr()
+	s.fe = s.lst.proto.newFrontend(srv, login.SessionInfo{
+		Secured:          secured,
+		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth,
+	})
 	s.stage = StageAuth
 	s.loop.touch(s)
 	g := s.fe.Greeting()
 	s.out += int64(len(g))
-	return g, gnet.None
+	return g
 }
 
 func (h *handler) OnTraffic(c gnet.Conn) (action gnet.Action) {
@@ -164,6 +185,9 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 // command phase; while a login is under way the bytes stay buffered for the backend.
 func (s *session) onInput() gnet.Action {
 	c := s.c
+	if s.stage == StageProxyHeader {
+		return s.onHeader()
+	}
 	if s.stage != StageAuth {
 		if c.InboundBuffered() > maxPendingInput {
 			s.endedBy, s.reason = "proxy", "too much input while logging in"
@@ -303,4 +327,36 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	ap, _ := netip.ParseAddrPort(fmt.Sprint(a))
 	return ap
+}
+
+// onHeader reads the PROXY header of a haproxy listener's connection. The header's client
+// address replaces the load balancer's; then the login phase begins, with whatever the
+// client sent behind the header.
+func (s *session) onHeader() gnet.Action {
+	c := s.c
+	buf, _ := c.Peek(-1)
+	n, err := proxyproto.Frame(buf)
+	if err != nil {
+		s.endedBy, s.reason = "proxy", "invalid PROXY header: "+err.Error()
+		return gnet.Close
+	}
+	if n == 0 {
+		return gnet.None
+	}
+	remote, local, err := parseProxyHeader(buf[:n])
+	if err != nil {
+		s.endedBy, s.reason = "proxy", "invalid PROXY header: "+err.Error()
+		return gnet.Close
+	}
+	_, _ = c.Discard(n)
+	s.in += int64(n)
+	s.loop.remove(s)
+	if remote.IsValid() { // a LOCAL header (the balancer's health check) keeps the socket's
+		s.remote, s.local = remote, local
+	}
+	_, _ = c.Write(s.begin())
+	if c.InboundBuffered() > 0 {
+		return s.onInput()
+	}
+	return gnet.None
 }

@@ -36,6 +36,7 @@ type Server struct {
 	dialer *dialer
 
 	trusted   []netip.Prefix
+	haproxies []netip.Prefix // haproxy_trusted_networks
 	listeners map[netip.AddrPort]*listener
 	imapCfg   imap.Config
 	pop3Cfg   pop3.Config
@@ -91,6 +92,13 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 			return nil, err
 		}
 		s.trusted = append(s.trusted, p)
+	}
+	for _, n := range cfg.HAProxyTrustedNetworks {
+		p, err := parsePrefix(n)
+		if err != nil {
+			return nil, err
+		}
+		s.haproxies = append(s.haproxies, p)
 	}
 	for _, l := range cfg.Listeners {
 		ap, err := netip.ParseAddrPort(l.Address)
@@ -265,9 +273,11 @@ func (s *Server) Counters() *Counters { return &s.stats }
 // RelayCounters returns the relay's pipe and session gauges.
 func (s *Server) RelayCounters() relay.Counters { return s.relay.Counters() }
 
-func (s *Server) isTrusted(a netip.Addr) bool {
+func (s *Server) isTrusted(a netip.Addr) bool { return contains(s.trusted, a) }
+
+func contains(nets []netip.Prefix, a netip.Addr) bool {
 	a = a.Unmap()
-	for _, p := range s.trusted {
+	for _, p := range nets {
 		if p.Contains(a) {
 			return true
 		}

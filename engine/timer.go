@@ -8,16 +8,19 @@ import (
 	"go.uber.org/zap"
 )
 
-// loopState is what Doorman keeps per gnet event loop: the sessions in their pre-login
-// command phase, in order of their last input. The pre-login timeout is the same for every
-// session, so that order is also the order of their deadlines: one tick a second walks
-// from the front and stops at the first session still in time. That is the loop's whole
-// timer wheel: no timer per connection.
+// loopState is what Doorman keeps per gnet event loop: the sessions waiting on a timeout, in
+// order of their last activity, one list per kind of wait. A list's timeout is the same for
+// every session on it, so that order is also the order of their deadlines: one tick a
+// second walks each list from the front and stops at the first session still in time. That
+// is the loop's whole timer wheel: no timer per connection.
 type loopState struct {
-	el         gnet.EventLoop
-	head, tail *session
-	now        int64 // unix seconds, updated by each tick and each touch
+	el     gnet.EventLoop
+	login  timerList // pre-login command phase: login_timeout
+	header timerList // haproxy listeners before the PROXY header: haproxy_timeout
+	now    int64     // unix seconds, updated by each tick
 }
+
+type timerList struct{ head, tail *session }
 
 func (srv *Server) loopFor(el gnet.EventLoop) *loopState {
 	srv.loopsMu.Lock()
@@ -30,44 +33,68 @@ func (srv *Server) loopFor(el gnet.EventLoop) *loopState {
 	return ls
 }
 
-// touch records client activity: the session moves to the back of the list.
-func (ls *loopState) touch(s *session) {
+// touch records client activity in the command phase: the session moves to the back of
+// the login list.
+func (ls *loopState) touch(s *session) { ls.push(&ls.login, s) }
+
+// awaitHeader puts a new haproxy-listener session on the header list.
+func (ls *loopState) awaitHeader(s *session) { ls.push(&ls.header, s) }
+
+func (ls *loopState) push(l *timerList, s *session) {
 	ls.remove(s)
 	s.lastSeen = ls.now
-	s.prev = ls.tail
-	if ls.tail != nil {
-		ls.tail.next = s
+	s.prev = l.tail
+	if l.tail != nil {
+		l.tail.next = s
 	} else {
-		ls.head = s
+		l.head = s
 	}
-	ls.tail = s
-	s.inList = true
+	l.tail = s
+	s.list = l
 }
 
 func (ls *loopState) remove(s *session) {
-	if !s.inList {
+	l := s.list
+	if l == nil {
 		return
 	}
 	if s.prev != nil {
 		s.prev.next = s.next
 	} else {
-		ls.head = s.next
+		l.head = s.next
 	}
 	if s.next != nil {
 		s.next.prev = s.prev
 	} else {
-		ls.tail = s.prev
+		l.tail = s.prev
 	}
-	s.prev, s.next, s.inList = nil, nil, false
+	s.prev, s.next, s.list = nil, nil, nil
 }
 
-// expire times out the sessions idle for longer than timeout.
-func (ls *loopState) expire(now int64, timeout time.Duration) {
+// expire ends the sessions that waited too long on either list.
+func (ls *loopState) expire(now int64, loginTimeout, headerTimeout time.Duration) {
 	ls.now = now
-	limit := now - int64(timeout/time.Second)
-	for s := ls.head; s != nil && s.lastSeen <= limit; s = ls.head {
-		ls.remove(s)
-		s.expire()
+	for _, w := range []struct {
+		l       *timerList
+		timeout time.Duration
+		end     func(*session)
+	}{
+		{&ls.login, loginTimeout, (*session).expire},
+		{&ls.header, headerTimeout, (*session).expireHeader},
+	} {
+		limit := now - int64(w.timeout/time.Second)
+		for s := w.l.head; s != nil && s.lastSeen <= limit; s = w.l.head {
+			ls.remove(s)
+			w.end(s)
+		}
+	}
+}
+
+// expireHeader ends a session whose PROXY header did not arrive in time: no reply, as
+// Dovecot does.
+func (s *session) expireHeader() {
+	if !s.closed && s.stage == StageProxyHeader {
+		s.closeNow("proxy", "PROXY header timeout")
 	}
 }
 
@@ -91,10 +118,8 @@ func (s *session) expire() {
 func (srv *Server) ticker() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	timeout := time.Duration(srv.cfg.LoginTimeout)
-	if timeout < time.Second {
-		timeout = time.Second
-	}
+	timeout := max(time.Duration(srv.cfg.LoginTimeout), time.Second)
+	headerTimeout := max(time.Duration(srv.cfg.HAProxyTimeout), time.Second)
 	for {
 		select {
 		case <-srv.tickStop:
@@ -105,7 +130,7 @@ func (srv *Server) ticker() {
 			for _, ls := range srv.loops {
 				ls := ls
 				_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-					ls.expire(sec, timeout)
+					ls.expire(sec, timeout, headerTimeout)
 					return nil
 				}))
 			}

@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"doorman/engine/testenv"
+)
+
+// startHAProxy runs a real HAProxy (Debian's package) in front of addr: one frontend
+// sending a PROXY v1 header, one sending v2, both connecting from 127.0.0.50.
+func startHAProxy(t *testing.T, addr string) (v1, v2 string) {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip("haproxy not installed")
+		}
+		t.Fatal("haproxy not installed")
+	}
+	p1, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, v2 = fmt.Sprintf("127.0.0.1:%d", p1), fmt.Sprintf("127.0.0.1:%d", p2)
+	cfg := fmt.Sprintf(`global
+    maxconn 200
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend v1
+    bind %s
+    default_backend v1
+backend v1
+    server doorman %s send-proxy source 127.0.0.50
+frontend v2
+    bind %s
+    default_backend v2
+backend v2
+    server doorman %s send-proxy-v2 source 127.0.0.50
+`, v1, addr, v2, addr)
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-db", "-f", path)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for _, a := range []string{v1, v2} {
+		waitFor(t, func() bool {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}, "haproxy listening on "+a+"\n"+out.String())
+	}
+	return v1, v2
+}
+
+func TestHAProxyListener(t *testing.T) {
+	be := sharedBackend(t)
+	dir := t.TempDir()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := os.WriteFile(filepath.Join(dir, "users.passwd"),
+		[]byte(passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(be.IMAPAddr))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyYAML(t, dir, fmt.Sprintf(`listeners:
+  - {name: imap-lb, protocol: imap, address: %q, haproxy: yes}
+passdb:
+  - {driver: passwd-file, path: users.passwd}
+login_trusted_networks: [127.0.0.0/8]
+haproxy_trusted_networks: [127.0.0.50/32]
+haproxy_timeout: 1s
+`, addr))
+	v1, v2 := startHAProxy(t, addr)
+
+	// Through HAProxy, v1 and v2: the backend sees the client's own address, not
+	// HAProxy's, and so does Doorman's log.
+	for _, c := range []struct{ lb, from string }{{v1, "127.0.0.14"}, {v2, "127.0.0.15"}} {
+		cl := dial(t, c.lb, c.from)
+		expectPrefix(t, cl.gr, "* OK [CAPABILITY IMAP4rev1")
+		cl.send("a LOGIN alice secret\r\n")
+		expectPrefix(t, last(cl.until("a", 10*time.Second)), "a OK")
+		cl.send("b LOGOUT\r\n")
+		cl.until("b", 10*time.Second)
+		cl.c.Close()
+		from := c.from
+		waitFor(t, func() bool {
+			log, _ := be.Log()
+			return strings.Contains(log, "rip="+from)
+		}, "backend log shows rip="+from)
+		waitFor(t, func() bool {
+			for _, e := range p.logs.FilterMessage("session ended").All() {
+				if strings.HasPrefix(e.ContextMap()["remote"].(string), from+":") {
+					return true
+				}
+			}
+			return false
+		}, "Doorman logs the session from "+from)
+	}
+
+	// Not from haproxy_trusted_networks: closed at once, without a greeting.
+	expectEOF(t, addr, "127.0.0.1", "")
+	// A trusted peer that sends no PROXY header, or a broken one: closed, no reply.
+	expectEOF(t, addr, "127.0.0.50", "a LOGIN alice secret\r\n")
+	expectEOF(t, addr, "127.0.0.50", "PROXY TCP4 1.2.3.4\n")
+	// A header that never comes: closed after haproxy_timeout.
+	expectEOF(t, addr, "127.0.0.50", "PROXY TCP4 ")
+	for _, why := range []string{"not from haproxy_trusted_networks", "invalid PROXY header", "PROXY header timeout"} {
+		why := why
+		waitFor(t, func() bool {
+			for _, e := range p.logs.FilterMessage("session ended").All() {
+				m := e.ContextMap()
+				if strings.HasPrefix(m["reason"].(string), why) && m["stage"] == "proxy-header" {
+					return true
+				}
+			}
+			return false
+		}, "a session-end line: "+why)
+	}
+}
+
+// expectEOF connects from the given address, sends what is given and expects the
+// connection to be closed without a byte of reply.
+func expectEOF(t *testing.T, addr, from, send string) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if send != "" {
+		_, _ = c.Write([]byte(send))
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("from %s after %q: got %q, %v; want a close without reply", from, send, got, err)
+	}
+}
