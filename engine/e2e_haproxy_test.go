@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	goproxy "github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
+
 	"doorman/engine/testenv"
 )
 
@@ -144,6 +147,82 @@ haproxy_timeout: 1s
 			return false
 		}, "a session-end line: "+why)
 	}
+}
+
+// A PROXY v2 header's TLVs: the SSL TLV with the client bit makes the session secured
+// (plaintext login allowed, as Dovecot does for PP2_CLIENT_SSL); the unique id is logged
+// with the session. The client address in the header is outside login_trusted_networks.
+func TestHAProxyV2TLVs(t *testing.T) {
+	dir := t.TempDir()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := os.WriteFile(filepath.Join(dir, "users.passwd"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyYAML(t, dir, fmt.Sprintf(`listeners:
+  - {name: imap-lb, protocol: imap, address: %q, haproxy: yes}
+passdb:
+  - {driver: passwd-file, path: users.passwd}
+login_trusted_networks: [127.0.0.0/8]
+haproxy_trusted_networks: [127.0.0.50/32]
+`, addr))
+	header := func(clientTLS bool) []byte {
+		h := goproxy.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5555},
+			&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: port})
+		tlvs := []goproxy.TLV{{Type: goproxy.PP2_TYPE_UNIQUE_ID, Value: []byte("lb-conn-42")}}
+		if clientTLS {
+			ssl, err := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL,
+				TLV: []goproxy.TLV{{Type: goproxy.PP2_SUBTYPE_SSL_VERSION, Value: []byte("TLSv1.3")}}}.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tlvs = append(tlvs, ssl)
+		}
+		if err := h.SetTLVs(tlvs); err != nil {
+			t.Fatal(err)
+		}
+		b, err := h.Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	greeting := func(clientTLS bool) string {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.50")}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(header(clientTLS)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	if g := greeting(false); !strings.Contains(g, "LOGINDISABLED") {
+		t.Fatalf("a client outside login_trusted_networks without TLS may log in in plaintext: %q", g)
+	}
+	if g := greeting(true); strings.Contains(g, "LOGINDISABLED") || !strings.Contains(g, "AUTH=PLAIN") {
+		t.Fatalf("TLS ended at the balancer did not make the session secured: %q", g)
+	}
+	waitFor(t, func() bool {
+		for _, e := range p.logs.FilterMessage("session ended").All() {
+			m := e.ContextMap()
+			if m["lb_id"] == "lb-conn-42" && strings.HasPrefix(m["remote"].(string), "192.0.2.7:") {
+				return true
+			}
+		}
+		return false
+	}, "a session-end line with the balancer's unique id and the header's client address")
 }
 
 // expectEOF connects from the given address, sends what is given and expects the

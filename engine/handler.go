@@ -57,6 +57,9 @@ type session struct {
 	user    string
 	target  string // the backend, once known
 
+	clientTLS bool   // the PROXY header said the client's TLS ended at the balancer
+	lbID      string // the PROXY header's unique id, kept with the session id
+
 	started  time.Time
 	loginAt  time.Duration // time from accept to the end of the backend login
 	in, out  int64         // bytes from / to the client during the login phase
@@ -121,7 +124,9 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 func (s *session) begin() []byte {
 	srv := s.srv
 	s.id = sessionID(s.started, s.remote)
-	secured := srv.isTrusted(s.remote.Addr()) || s.remote.Addr() == s.local.Addr()
+	// Dovecot's "secured": TLS (here: ended at a load balancer that said so in its PROXY
+	// header), a loopback client talking to its own address, or login_trusted_networks.
+	secured := s.clientTLS || srv.isTrusted(s.remote.Addr()) || s.remote.Addr() == s.local.Addr()
 	s.fe = s.lst.proto.newFrontend(srv, login.SessionInfo{
 		Secured:          secured,
 		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth,
@@ -265,27 +270,33 @@ func (s *session) logf(level zapcore.Level, msg string, fields ...zap.Field) {
 // phase's state (codec, gnet conn) is dropped at the hand-off so an idle relayed session
 // costs only this and the relay's own record.
 type endRecord struct {
-	srv      *Server
 	id       string
 	listener string
 	user     string
 	target   string
 	remote   netip.AddrPort
 	local    netip.AddrPort
-	started  time.Time
+	started  int64 // unix nanoseconds: a time.Time would take three words
 	loginAt  time.Duration
 	in, out  int64
+	lbID     string
 }
 
 func (s *session) record(target string) *endRecord {
-	return &endRecord{srv: s.srv, id: s.id, listener: s.lst.Name, user: s.user, target: target,
-		remote: s.remote, local: s.local, started: s.started, loginAt: s.loginAt, in: s.in, out: s.out}
+	return &endRecord{id: s.id, listener: s.lst.Name, user: s.user, target: target,
+		remote: s.remote, local: s.local, started: s.started.UnixNano(), loginAt: s.loginAt, in: s.in, out: s.out,
+		lbID: s.lbID}
 }
 
 // log writes the one line that says how a session ended.
-func (r *endRecord) log(stage Stage, endedBy, reason string, relayIn, relayOut int64) {
-	r.srv.log.Info("session ended",
+func (r *endRecord) log(log *zap.Logger, stage Stage, endedBy, reason string, relayIn, relayOut int64) {
+	lb := zap.Skip()
+	if r.lbID != "" {
+		lb = zap.String("lb_id", r.lbID)
+	}
+	log.Info("session ended",
 		zap.String("session", r.id),
+		lb,
 		zap.String("listener", r.listener),
 		zap.String("remote", r.remote.String()),
 		zap.String("local", r.local.String()),
@@ -297,12 +308,12 @@ func (r *endRecord) log(stage Stage, endedBy, reason string, relayIn, relayOut i
 		zap.Int64("in", r.in+relayIn),
 		zap.Int64("out", r.out+relayOut),
 		zap.Duration("login", r.loginAt),
-		zap.Duration("duration", time.Since(r.started)),
+		zap.Duration("duration", time.Duration(time.Now().UnixNano()-r.started)),
 	)
 }
 
 func (s *session) logEnd() {
-	s.record(s.target).log(s.stage, s.endedBy, s.reason, 0, 0)
+	s.record(s.target).log(s.srv.log, s.stage, s.endedBy, s.reason, 0, 0)
 }
 
 func (srv *Server) listenerFor(local netip.AddrPort) *listener {
@@ -343,7 +354,7 @@ func (s *session) onHeader() gnet.Action {
 	if n == 0 {
 		return gnet.None
 	}
-	remote, local, err := parseProxyHeader(buf[:n])
+	pi, err := parseProxyHeader(buf[:n])
 	if err != nil {
 		s.endedBy, s.reason = "proxy", "invalid PROXY header: "+err.Error()
 		return gnet.Close
@@ -351,8 +362,13 @@ func (s *session) onHeader() gnet.Action {
 	_, _ = c.Discard(n)
 	s.in += int64(n)
 	s.loop.remove(s)
-	if remote.IsValid() { // a LOCAL header (the balancer's health check) keeps the socket's
-		s.remote, s.local = remote, local
+	if pi.remote.IsValid() { // a LOCAL header (the balancer's health check) keeps the socket's
+		s.remote, s.local = pi.remote, pi.local
+	}
+	s.clientTLS = pi.clientTLS
+	s.lbID = pi.uniqueID
+	if pi.authority != "" || pi.uniqueID != "" {
+		s.logf(zap.DebugLevel, "PROXY header", zap.String("authority", pi.authority), zap.String("lb_id", pi.uniqueID))
 	}
 	_, _ = c.Write(s.begin())
 	if c.InboundBuffered() > 0 {

@@ -173,14 +173,14 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 			if st.Err != nil {
 				reason = st.Err.Error()
 			}
-			rec.log(StageRelay, sideName(st.EndedBy), reason, st.ToBackend, st.ToClient)
+			rec.log(srv.log, StageRelay, sideName(st.EndedBy), reason, st.ToBackend, st.ToClient)
 		},
 	})
 	if err != nil {
 		srv.stats.Relaying.Add(-1)
 		_ = unix.Close(fd)
 		_ = unix.Close(out.backendFD)
-		rec.log(StageRelay, "proxy", "relay: "+err.Error(), 0, 0)
+		rec.log(srv.log, StageRelay, "proxy", "relay: "+err.Error(), 0, 0)
 	}
 }
 

@@ -7,28 +7,51 @@ import (
 	"net/netip"
 
 	goproxy "github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 )
 
+// proxyInfo is what a PROXY header says about the client.
+type proxyInfo struct {
+	remote, local netip.AddrPort // zero for LOCAL headers and UNKNOWN families: keep the socket's
+	clientTLS     bool           // v2 SSL TLV with the client bit: TLS ended at the balancer
+	authority     string         // v2 AUTHORITY TLV: the server name the client asked for
+	uniqueID      string         // v2 UNIQUE_ID TLV: the balancer's id for this connection
+}
+
 // parseProxyHeader parses one whole PROXY header (framed by codec/proxyproto) with
-// go-proxyproto. It returns the client's and the original destination's addresses, or
-// zero addresses for a LOCAL header or an UNKNOWN/unsupported family, where the socket's
-// own addresses stay.
-func parseProxyHeader(hdr []byte) (remote, local netip.AddrPort, err error) {
+// go-proxyproto.
+func parseProxyHeader(hdr []byte) (proxyInfo, error) {
+	var pi proxyInfo
 	h, err := goproxy.Read(bufio.NewReaderSize(bytes.NewReader(hdr), max(len(hdr), 16)))
 	if err != nil {
-		return remote, local, err
+		return pi, err
 	}
 	if h.Command.IsLocal() {
-		return remote, local, nil
+		return pi, nil
+	}
+	if tlvs, err := h.TLVs(); err == nil {
+		if ssl, ok := tlvparse.FindSSL(tlvs); ok {
+			pi.clientTLS = ssl.ClientSSL()
+		}
+		for _, tlv := range tlvs {
+			switch tlv.Type {
+			case goproxy.PP2_TYPE_AUTHORITY:
+				pi.authority = string(tlv.Value)
+			case goproxy.PP2_TYPE_UNIQUE_ID:
+				pi.uniqueID = string(tlv.Value)
+			}
+		}
+	} else {
+		return pi, err
 	}
 	src, dst, ok := h.TCPAddrs()
 	if !ok {
 		if h.TransportProtocol == goproxy.UNSPEC {
-			return remote, local, nil
+			return pi, nil
 		}
-		return remote, local, errors.New("not a TCP address family")
+		return pi, errors.New("not a TCP address family")
 	}
-	remote = netip.AddrPortFrom(src.AddrPort().Addr().Unmap(), src.AddrPort().Port())
-	local = netip.AddrPortFrom(dst.AddrPort().Addr().Unmap(), dst.AddrPort().Port())
-	return remote, local, nil
+	pi.remote = netip.AddrPortFrom(src.AddrPort().Addr().Unmap(), src.AddrPort().Port())
+	pi.local = netip.AddrPortFrom(dst.AddrPort().Addr().Unmap(), dst.AddrPort().Port())
+	return pi, nil
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"strings"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
 )
 
@@ -121,8 +122,8 @@ type BackendLogin struct {
 	wait       byte // tag whose reply the next step waits for (NoPipelining, STARTTLS); 0: none
 	sent       uint8
 	rcvd       uint8
-	saslSent   bool // the PLAIN response went out (as IR or after `+`)
-	scan       int  // bytes at the start of the unconsumed input known to hold no LF
+	saslSent   bool            // the PLAIN response went out (as IR or after `+`)
+	lines      wire.LineReader // where the backend's lines are
 
 	pipe     []byte        // every byte written or to be written this attempt
 	parts    []backendPart // pipe cut where a `+` is needed
@@ -198,27 +199,15 @@ func (b *BackendLogin) Feed(in []byte) (consumed int, out []byte, res BackendRes
 		return 0, nil, b.res
 	}
 	for b.res.Outcome == BackendPending {
-		rest := in[consumed:]
-		window := rest[:min(len(rest), backendMaxLine)]
-		if b.scan > len(window) {
-			b.scan = 0 // the caller did not re-feed what we had seen; look again
-		}
-		i := bytes.IndexByte(window[b.scan:], '\n')
-		if i < 0 {
-			if len(rest) >= backendMaxLine {
-				b.fail(BackendProtocolError, "Too long input line")
-				break
-			}
-			b.scan = len(rest)
+		line, n := b.lines.Next(in[consumed:], backendMaxLine)
+		if n == 0 {
 			break
 		}
-		i += b.scan
-		b.scan = 0
-		line := rest[:i]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
+		if n < 0 {
+			b.fail(BackendProtocolError, "Too long input line")
+			break
 		}
-		consumed += i + 1
+		consumed += n
 		b.input(line)
 	}
 	if len(b.out) > 0 && !b.res.Outcome.Final() {
@@ -236,7 +225,7 @@ func (b *BackendLogin) TLSStarted() (out []byte, res BackendResult) {
 		return nil, b.res
 	}
 	b.res = BackendResult{}
-	b.scan = 0
+	b.lines.Reset()
 	b.build()
 	if len(b.out) > 0 && !b.res.Outcome.Final() {
 		out = b.out

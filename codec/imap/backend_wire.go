@@ -3,7 +3,8 @@ package imap
 import (
 	"bytes"
 	"strconv"
-	"unicode/utf8"
+
+	"doorman/codec/internal/wire"
 )
 
 // backendMaxQuotedEscapes is Dovecot's QUOTED_MAX_ESCAPE_CHARS: a string with more
@@ -160,30 +161,5 @@ func backendAfterWord(b []byte) []byte {
 	return nil
 }
 
-// backendSanitize is Dovecot's str_sanitize(s, 160) for log texts: control bytes and
-// invalid UTF-8 become '?', and a text over 160 bytes is cut (on a rune boundary) and
-// ends in "...".
-func backendSanitize(b []byte) string {
-	const max = 160
-	out := make([]byte, 0, min(len(b), max+3))
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		if len(out)+n > max {
-			// Make room for the ellipsis the way Dovecot does: drop whole runes.
-			for len(out) > max-3 {
-				_, m := utf8.DecodeLastRune(out)
-				out = out[:len(out)-m]
-			}
-			return string(append(out, "..."...))
-		}
-		switch {
-		case r == utf8.RuneError && n == 1, b[0] < 0x20, b[0] == 0x7f:
-			out = append(out, '?')
-			n = 1
-		default:
-			out = append(out, b[:n]...)
-		}
-		b = b[n:]
-	}
-	return string(out)
-}
+// backendSanitize is Dovecot's str_sanitize(s, 160) for log texts.
+func backendSanitize(b []byte) string { return wire.Sanitize(b, 160) }

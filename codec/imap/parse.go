@@ -1,5 +1,7 @@
 package imap
 
+import "doorman/codec/internal/wire"
+
 // The command reader. It walks the client's bytes one at a time and keeps its place
 // between Feed calls, so a command that arrives in pieces is never scanned twice and a
 // `+ OK` for a synchronizing literal goes out exactly once. Nothing of a command is
@@ -78,34 +80,11 @@ func (t *cmdToken) isAstring() bool { return t.kind == tokAtom || t.isString() }
 
 // appendValue appends t's text to dst, with a quoted string's escapes removed.
 func (t *cmdToken) appendValue(dst, cmd []byte) []byte {
-	b := cmd[t.start:t.end]
-	if !t.escaped {
-		return append(dst, b...)
-	}
-	for i := 0; i < len(b); i++ {
-		if b[i] == '\\' && i+1 < len(b) {
-			i++
-		}
-		dst = append(dst, b[i])
-	}
-	return dst
+	return wire.AppendUnescaped(dst, cmd[t.start:t.end], t.escaped)
 }
 
 // valueLen is the length appendValue would append.
-func (t *cmdToken) valueLen(cmd []byte) int {
-	if !t.escaped {
-		return t.end - t.start
-	}
-	n := 0
-	b := cmd[t.start:t.end]
-	for i := 0; i < len(b); i++ {
-		if b[i] == '\\' && i+1 < len(b) {
-			i++
-		}
-		n++
-	}
-	return n
-}
+func (t *cmdToken) valueLen(cmd []byte) int { return wire.UnescapedLen(cmd[t.start:t.end], t.escaped) }
 
 // cmdEvent is what the reader has to say after a call.
 type cmdEvent uint8

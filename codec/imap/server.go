@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
 )
 
@@ -37,19 +38,6 @@ const srvAuthBufMax = 8192
 
 // srvIDKeyMax is IMAP_ID_KEY_MAX_LEN: a longer ID key makes the parameters invalid.
 const srvIDKeyMax = 30
-
-// srvMaxOutput bounds what one call may produce. A client that pipelines commands
-// without reading the answers is cut off, as Dovecot cuts it off when its 4 KiB output
-// buffer overflows; ours is larger so that no real client ever meets it.
-const srvMaxOutput = 64 << 10
-
-// srvFirstBuffer is the output buffer's first size: enough for any ordinary answer.
-// srvKeepBuffer is the largest one kept between calls; a larger one, grown by an unusual
-// burst, is dropped so an idle session doesn't hold it.
-const (
-	srvFirstBuffer = 512
-	srvKeepBuffer  = 4 << 10
-)
 
 // ErrClosed is returned by Feed once the session has closed.
 var ErrClosed = errors.New("imap: session closed")
@@ -203,13 +191,10 @@ type Session struct {
 	scratch  []byte
 
 	// Output of the current call.
-	out     []byte
-	flushed int
-	acts    []Action
+	out wire.Output
 
 	// First backing arrays, inside the Session so that an ordinary login needs no
 	// allocation of its own for them.
-	actArr     [2]Action
 	tagArr     [16]byte
 	scratchArr [64]byte
 }
@@ -246,7 +231,7 @@ func NewSession(cfg *Config, info SessionInfo) *Session {
 	if s.info.TLS {
 		s.info.Secured = true
 	}
-	s.acts, s.authTag, s.scratch = s.actArr[:0], s.tagArr[:0], s.scratchArr[:0]
+	s.authTag, s.scratch = s.tagArr[:0], s.scratchArr[:0]
 	s.buildCapability()
 	return s
 }
@@ -286,7 +271,7 @@ func (s *Session) buildCapability() {
 	buf := make([]byte, 0, size)
 	appendCaps := func() {
 		for _, c := range caps[:n] {
-			buf = srvAppendText(buf, c)
+			buf = wire.AppendText(buf, c)
 		}
 		buf = append(buf, tail...)
 		buf = append(buf, mechs...)
@@ -294,7 +279,7 @@ func (s *Session) buildCapability() {
 	buf = append(buf, greetHead...)
 	appendCaps()
 	buf = append(buf, "] "...)
-	buf = srvAppendText(buf, s.greetingText)
+	buf = wire.AppendText(buf, s.greetingText)
 	buf = append(buf, "\r\n"...)
 	g := len(buf)
 	buf = append(buf, capHead...)
@@ -344,14 +329,14 @@ func (s *Session) Feed(in []byte) (consumed int, actions []Action, err error) {
 			n, more = s.readCommand(in[consumed:])
 		}
 		consumed += n
-		if len(s.out) > srvMaxOutput && s.state != StateClosed {
+		if s.out.Full() && s.state != StateClosed {
 			s.close("", "output buffer full")
 		}
 		if !more {
 			break
 		}
 	}
-	return consumed, s.end(), nil
+	return consumed, s.out.End(), nil
 }
 
 // Resume answers the last ActAuth. With AuthOK the reply goes out and the session is
@@ -364,22 +349,22 @@ func (s *Session) Resume(r AuthResult) []Action {
 	}
 	if r.Status == AuthOK {
 		if r.Reply != nil {
-			s.out = append(s.out, r.Reply...)
+			s.out.B = append(s.out.B, r.Reply...)
 		} else {
 			s.reply(s.authTag, txtLoggedIn)
 		}
 		s.state = StateDone
-		return s.end()
+		return s.out.End()
 	}
 	s.state = StateCommand
 	s.resetCommand()
 	if r.Reply != nil {
-		s.out = append(s.out, r.Reply...)
+		s.out.B = append(s.out.B, r.Reply...)
 	} else {
 		s.failureReply(r)
 	}
 	s.authFailed()
-	return s.end()
+	return s.out.End()
 }
 
 // failureReply writes Dovecot's tagged answer to a failed login.
@@ -403,23 +388,23 @@ func (s *Session) failureReply(r AuthResult) {
 		code, text = codeAuthzFailed, txtAuthzFailed
 		textCode = code
 	}
-	s.out = append(s.out, s.authTag...)
-	s.out = append(s.out, " NO "...)
+	s.out.B = append(s.out.B, s.authTag...)
+	s.out.B = append(s.out.B, " NO "...)
 	switch {
 	case r.Text == "":
-		s.out = append(s.out, '[')
-		s.out = append(s.out, code...)
-		s.out = append(s.out, "] "...)
-		s.out = append(s.out, text...)
+		s.out.B = append(s.out.B, '[')
+		s.out.B = append(s.out.B, code...)
+		s.out.B = append(s.out.B, "] "...)
+		s.out.B = append(s.out.B, text...)
 	case r.Text[0] == '[':
-		s.out = srvAppendText(s.out, r.Text)
+		s.out.B = wire.AppendText(s.out.B, r.Text)
 	default:
-		s.out = append(s.out, '[')
-		s.out = append(s.out, textCode...)
-		s.out = append(s.out, "] "...)
-		s.out = srvAppendText(s.out, r.Text)
+		s.out.B = append(s.out.B, '[')
+		s.out.B = append(s.out.B, textCode...)
+		s.out.B = append(s.out.B, "] "...)
+		s.out.B = wire.AppendText(s.out.B, r.Text)
 	}
-	s.out = append(s.out, "\r\n"...)
+	s.out.B = append(s.out.B, "\r\n"...)
 }
 
 // authFailed counts a failed login and ends the session if there were too many.
@@ -442,7 +427,7 @@ func (s *Session) Timeout() []Action {
 	default:
 		s.close(txtByeInactivity, "timeout")
 	}
-	return s.end()
+	return s.out.End()
 }
 
 // TLSStarted tells the session the handshake that ActStartTLS asked for is done. The
@@ -533,7 +518,7 @@ func (s *Session) readCommand(buf []byte) (int, bool) {
 				s.close("", "authentication response too large")
 				return i + 1, false
 			}
-			s.authenticate(buf[:s.tagEnd], buf[s.mechStart:s.mechEnd], srvTrimCR(buf[s.irStart:i]))
+			s.authenticate(buf[:s.tagEnd], buf[s.mechStart:s.mechEnd], wire.TrimCR(buf[s.irStart:i]))
 			return s.commandDone(i + 1)
 		default:
 			panic("imap: bad command phase")
@@ -555,7 +540,7 @@ func (s *Session) needMore(buf, win []byte) (int, bool) {
 func (s *Session) startArgs(name []byte, pos int) {
 	s.kind = cmdUnknown
 	for _, c := range cmdNames {
-		if srvEqualFold(name, c.name) {
+		if wire.EqualUpper(name, c.name) {
 			s.kind = c.kind
 			break
 		}
@@ -584,7 +569,7 @@ func (s *Session) readArgs(buf, win []byte) (n int, more, done bool) {
 			n, more = s.needMore(buf, win)
 			return n, more, true
 		case evContinue:
-			s.out = append(s.out, txtLiteralContinue...)
+			s.out.B = append(s.out.B, txtLiteralContinue...)
 		case evToken:
 			switch s.kind {
 			case cmdLogin:
@@ -748,20 +733,20 @@ func (s *Session) answerID(tag []byte) {
 			start = v
 		}
 	}
-	s.emit(Action{Kind: ActID, IDParams: s.idParams[first:len(s.idParams):len(s.idParams)]})
-	s.out = append(s.out, `* ID ("name" "`...)
+	s.out.Emit(Action{Kind: ActID, IDParams: s.idParams[first:len(s.idParams):len(s.idParams)]})
+	s.out.B = append(s.out.B, `* ID ("name" "`...)
 	for i := 0; i < len(s.idName); i++ {
 		c := s.idName[i]
 		switch {
 		case c == '"' || c == '\\':
-			s.out = append(s.out, '\\', c)
+			s.out.B = append(s.out.B, '\\', c)
 		case c < ' ' || c == 0x7f:
-			s.out = append(s.out, ' ')
+			s.out.B = append(s.out.B, ' ')
 		default:
-			s.out = append(s.out, c)
+			s.out.B = append(s.out.B, c)
 		}
 	}
-	s.out = append(s.out, "\")\r\n"...)
+	s.out.B = append(s.out.B, "\")\r\n"...)
 	s.reply(tag, txtIDOK)
 }
 
@@ -775,18 +760,18 @@ func (s *Session) execute(cmd []byte) {
 			// says the client doesn't read the greeting's resp-code.
 			s.capSeen = true
 		}
-		s.out = append(s.out, s.capLine...)
+		s.out.B = append(s.out.B, s.capLine...)
 		s.reply(tag, txtCapabilityOK)
 	case cmdNoop:
 		s.reply(tag, txtNoopOK)
 	case cmdLogout:
-		s.out = append(s.out, "* BYE "...)
-		s.out = append(s.out, txtByeLogout...)
-		s.out = append(s.out, "\r\n"...)
+		s.out.B = append(s.out.B, "* BYE "...)
+		s.out.B = append(s.out.B, txtByeLogout...)
+		s.out.B = append(s.out.B, "\r\n"...)
 		s.reply(tag, txtLogoutOK)
 		s.close("", "logout")
 	case cmdEnable:
-		s.out = append(s.out, txtEnabled...)
+		s.out.B = append(s.out.B, txtEnabled...)
 		s.reply(tag, txtEnableOK)
 	case cmdStartTLS:
 		switch {
@@ -796,7 +781,7 @@ func (s *Session) execute(cmd []byte) {
 			s.reply(tag, txtBadTLSDisabled)
 		default:
 			s.reply(tag, txtStartTLSOK)
-			s.emit(Action{Kind: ActStartTLS})
+			s.out.Emit(Action{Kind: ActStartTLS})
 			s.state = StateTLSWait
 		}
 	case cmdID:
@@ -804,7 +789,7 @@ func (s *Session) execute(cmd []byte) {
 	case cmdLogin:
 		s.login(cmd, tag)
 	default:
-		if srvEqualFold(tag, "LOGIN") {
+		if wire.EqualUpper(tag, "LOGIN") {
 			s.reply(tag, txtBadLoginAsTag) // not counted
 			return
 		}
@@ -820,7 +805,7 @@ func (s *Session) login(cmd, tag []byte) {
 	}
 	s.authTag = append(s.authTag[:0], tag...)
 	if !s.plaintextOK() {
-		s.out = append(s.out, txtAlertPlaintext...)
+		s.out.B = append(s.out.B, txtAlertPlaintext...)
 		s.reply(tag, txtNoPlaintext)
 		s.authFailed()
 		return
@@ -856,7 +841,7 @@ func (s *Session) startAuth(mech string, tagEnd, userStart, passStart int) {
 		Pass:           pass,
 		CapabilitySeen: s.capSeen,
 	}
-	s.emit(Action{Kind: ActAuth, Creds: &s.creds})
+	s.out.Emit(Action{Kind: ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait
 }
 
@@ -868,106 +853,38 @@ func (s *Session) localAuthFailure() {
 	s.authFailed()
 }
 
-// emit adds a non-write action, after whatever was written so far.
-func (s *Session) emit(a Action) {
-	s.flushWrite()
-	s.acts = append(s.acts, a)
-}
-
 // close ends the session: "* BYE <bye>" if bye is set, after what was written so far.
 func (s *Session) close(bye, reason string) {
 	if s.state == StateClosed {
 		return
 	}
 	if bye != "" {
-		s.out = append(s.out, "* BYE "...)
-		s.out = append(s.out, bye...)
-		s.out = append(s.out, "\r\n"...)
+		s.out.B = append(s.out.B, "* BYE "...)
+		s.out.B = append(s.out.B, bye...)
+		s.out.B = append(s.out.B, "\r\n"...)
 	}
-	data := s.out[s.flushed:len(s.out):len(s.out)]
-	s.flushed = len(s.out)
-	s.acts = append(s.acts, Action{Kind: ActClose, Data: data, Reason: reason})
+	s.out.Close(reason)
 	s.state = StateClosed
 }
 
 // reply writes "<tag> <text>\r\n".
 func (s *Session) reply(tag []byte, text string) {
-	s.out = append(s.out, tag...)
-	s.out = append(s.out, ' ')
-	s.out = append(s.out, text...)
-	s.out = append(s.out, "\r\n"...)
+	s.out.B = append(s.out.B, tag...)
+	s.out.B = append(s.out.B, ' ')
+	s.out.B = append(s.out.B, text...)
+	s.out.B = append(s.out.B, "\r\n"...)
 }
 
 // replyBad writes "<tag> BAD <text>\r\n".
 func (s *Session) replyBad(tag []byte, text string) {
-	s.out = append(s.out, tag...)
-	s.out = append(s.out, " BAD "...)
-	s.out = append(s.out, text...)
-	s.out = append(s.out, "\r\n"...)
-}
-
-// flushWrite turns what was written since the last action into an ActWrite.
-func (s *Session) flushWrite() {
-	if len(s.out) > s.flushed {
-		s.acts = append(s.acts, Action{Kind: ActWrite, Data: s.out[s.flushed:len(s.out):len(s.out)]})
-		s.flushed = len(s.out)
-	}
+	s.out.B = append(s.out.B, tag...)
+	s.out.B = append(s.out.B, " BAD "...)
+	s.out.B = append(s.out.B, text...)
+	s.out.B = append(s.out.B, "\r\n"...)
 }
 
 // begin starts a call: the previous call's Data and IDParams are no longer valid.
 func (s *Session) begin() {
-	if cap(s.out) > srvKeepBuffer || s.out == nil {
-		s.out = make([]byte, 0, srvFirstBuffer)
-	}
-	s.out, s.flushed = s.out[:0], 0
-	clear(s.acts)
-	s.acts = s.acts[:0]
+	s.out.Begin()
 	s.idParams = s.idParams[:0]
-}
-
-// end finishes a call and returns its actions.
-func (s *Session) end() []Action {
-	s.flushWrite()
-	if len(s.acts) == 0 {
-		return nil
-	}
-	return s.acts
-}
-
-// srvEqualFold compares b with the upper-case ASCII word w, ignoring case.
-func srvEqualFold(b []byte, w string) bool {
-	if len(b) != len(w) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != w[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// srvTrimCR drops one trailing CR.
-func srvTrimCR(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == '\r' {
-		return b[:n-1]
-	}
-	return b
-}
-
-// srvAppendText appends configured or passed-in text, with control characters (which
-// would break the line) turned into spaces.
-func srvAppendText(dst []byte, t string) []byte {
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if c < ' ' || c == 0x7f {
-			c = ' '
-		}
-		dst = append(dst, c)
-	}
-	return dst
 }

@@ -3,6 +3,7 @@ package imap
 import (
 	"bytes"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
 )
 
@@ -50,7 +51,7 @@ var challenges = sasl.Challenges{
 
 // challenge sends a challenge of the exchange and waits for the response line.
 func (s *Session) challenge(c []byte) {
-	s.out = append(s.out, challenges.Text(c)...)
+	s.out.B = append(s.out.B, challenges.Text(c)...)
 	s.state = StateAuthContinue
 	s.seen = 0
 }
@@ -73,7 +74,7 @@ func (s *Session) readResponse(buf []byte) (int, bool) {
 		s.close("", "authentication response too large")
 		return i + 1, false
 	}
-	line := srvTrimCR(buf[:i])
+	line := wire.TrimCR(buf[:i])
 	s.state = StateCommand
 	s.resetCommand()
 	if sasl.Cancelled(line) {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/login"
 	"doorman/codec/sasl"
 )
@@ -107,7 +108,7 @@ func (b *BackendLogin) Reset(p *login.BackendParams) {
 	// ManageSieve logs in with PLAIN whatever the passdb says, unless proxy_mech names
 	// another mechanism (Dovecot's default is PLAIN: proxy_write_auth).
 	if p.Mech != "" && !strings.EqualFold(p.Mech, "PLAIN") {
-		b.fail(login.BackendInternal, "Unsupported SASL mechanism "+sanitize([]byte(p.Mech)))
+		b.fail(login.BackendInternal, "Unsupported SASL mechanism "+wire.Sanitize([]byte(p.Mech), 160))
 		return
 	}
 	for _, s := range [...]string{p.User, p.Master, p.Pass} {
@@ -196,7 +197,7 @@ func (b *BackendLogin) frame(in []byte) int {
 			return 0
 		}
 		i += b.scan
-		if n, ok := literalAtEnd(trimCR(in[b.lineStart:i])); ok {
+		if n, ok := literalAtEnd(wire.TrimCR(in[b.lineStart:i])); ok {
 			b.scan = min(i+1+n, backendMaxLine+1)
 			b.lineStart = b.scan
 			continue
@@ -257,16 +258,16 @@ func (b *BackendLogin) capability(resp []byte) {
 	default:
 		name := r.value(resp, 0)
 		switch {
-		case equalFold(name, "SASL"):
+		case wire.EqualUpper(name, "SASL"):
 			if !r.isString(1) {
 				b.fail(login.BackendProtocolError, "Server returned erroneous SASL capability")
 				return
 			}
 			// Dovecot only asks for one mechanism, whichever: PLAIN is what it sends.
 			b.sasl = len(r.value(resp, 1)) > 0
-		case equalFold(name, "STARTTLS"):
+		case wire.EqualUpper(name, "STARTTLS"):
 			b.startTLS = true
-		case equalFold(name, "XCLIENT"):
+		case wire.EqualUpper(name, "XCLIENT"):
 			b.xclient = true
 		}
 	}
@@ -384,12 +385,12 @@ func (b *BackendLogin) authReply(resp []byte) {
 // "(TRYLATER)" at the end of the line counts too.
 func (b *BackendLogin) authFailure(resp []byte, r response) (reason string, tryLater bool) {
 	line := trimEOL(resp)
-	if len(line) < 3 || !equalFold(line[:3], "NO ") {
+	if len(line) < 3 || !wire.EqualUpper(line[:3], "NO ") {
 		return string(line), false
 	}
 	rest := line[3:]
 	const tl = "(TRYLATER)"
-	tryLater = len(rest) >= len(tl) && equalFold(rest[:len(tl)], tl) && (len(rest) == len(tl) || rest[len(tl)] == ' ')
+	tryLater = len(rest) >= len(tl) && wire.EqualUpper(rest[:len(tl)], tl) && (len(rest) == len(tl) || rest[len(tl)] == ' ')
 	if r.err == "" && r.status == "NO" && r.n == 1 && r.isString(0) {
 		return string(r.value(resp, 0)), tryLater
 	}
@@ -422,5 +423,5 @@ func (b *BackendLogin) redact(line []byte) string {
 		payload := string(sasl.AppendProxyPlain(nil, b.p.User, b.p.Master, b.p.Pass))
 		s = strings.ReplaceAll(s, payload, "<hidden>")
 	}
-	return sanitize([]byte(s))
+	return wire.Sanitize([]byte(s), 160)
 }

@@ -1,6 +1,6 @@
 package managesieve
 
-import "unicode/utf8"
+import "doorman/codec/internal/wire"
 
 // response is what BackendLogin needs of one backend response: a status line
 // (`OK|NO|BYE [(<code> ...)] [<string>]`) or a capability line (`<string> [<string>]`).
@@ -70,11 +70,11 @@ func parseResponse(resp []byte, full bool) (r response) {
 			first = false
 			if t.kind == tokAtom {
 				switch w := resp[t.start:t.end]; {
-				case equalFold(w, "OK"):
+				case wire.EqualUpper(w, "OK"):
 					r.status = "OK"
-				case equalFold(w, "NO"):
+				case wire.EqualUpper(w, "NO"):
 					r.status = "NO"
-				case equalFold(w, "BYE"):
+				case wire.EqualUpper(w, "BYE"):
 					r.status = "BYE"
 				}
 				if r.status != "" {
@@ -210,15 +210,7 @@ func literalAtEnd(line []byte) (int, bool) {
 // Dovecot tests a line (strncasecmp(line, "OK", 2)).
 func isOK(resp []byte) bool {
 	line := trimEOL(resp)
-	return len(line) >= 2 && equalFold(line[:2], "OK") && (len(line) == 2 || line[2] == ' ')
-}
-
-// trimCR drops one trailing CR.
-func trimCR(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == '\r' {
-		return b[:n-1]
-	}
-	return b
+	return len(line) >= 2 && wire.EqualUpper(line[:2], "OK") && (len(line) == 2 || line[2] == ' ')
 }
 
 // trimEOL drops the LF that ends a response, and the CR before it.
@@ -226,7 +218,7 @@ func trimEOL(b []byte) []byte {
 	if n := len(b); n > 0 && b[n-1] == '\n' {
 		b = b[:n-1]
 	}
-	return trimCR(b)
+	return wire.TrimCR(b)
 }
 
 // appendAtom appends an XCLIENT value. Dovecot writes it as it is; a byte that can't
@@ -263,31 +255,4 @@ func appendTabEscaped(dst []byte, s string) []byte {
 		}
 	}
 	return dst
-}
-
-// sanitize is Dovecot's str_sanitize(s, 160) for log texts: control bytes and invalid
-// UTF-8 become '?', and a text over 160 bytes is cut (on a rune boundary) and ends in
-// "...".
-func sanitize(b []byte) string {
-	const max = 160
-	out := make([]byte, 0, min(len(b), max+3))
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		if len(out)+n > max {
-			for len(out) > max-3 {
-				_, m := utf8.DecodeLastRune(out)
-				out = out[:len(out)-m]
-			}
-			return string(append(out, "..."...))
-		}
-		switch {
-		case r == utf8.RuneError && n == 1, b[0] < 0x20, b[0] == 0x7f:
-			out = append(out, '?')
-			n = 1
-		default:
-			out = append(out, b[:n]...)
-		}
-		b = b[n:]
-	}
-	return string(out)
 }

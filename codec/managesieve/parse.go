@@ -1,6 +1,10 @@
 package managesieve
 
-import "unicode/utf8"
+import (
+	"unicode/utf8"
+
+	"doorman/codec/internal/wire"
+)
 
 // The argument reader. It walks a command's bytes one at a time and keeps its place
 // between Feed calls, so a command that arrives in pieces is never scanned twice. Nothing
@@ -73,34 +77,11 @@ func (t *token) isString() bool { return t.kind == tokQuoted || t.kind == tokLit
 
 // appendValue appends t's text to dst, with a quoted string's escapes removed.
 func (t *token) appendValue(dst, cmd []byte) []byte {
-	b := cmd[t.start:t.end]
-	if !t.escaped {
-		return append(dst, b...)
-	}
-	for i := 0; i < len(b); i++ {
-		if b[i] == '\\' && i+1 < len(b) {
-			i++
-		}
-		dst = append(dst, b[i])
-	}
-	return dst
+	return wire.AppendUnescaped(dst, cmd[t.start:t.end], t.escaped)
 }
 
 // valueLen is the length appendValue would append.
-func (t *token) valueLen(cmd []byte) int {
-	if !t.escaped {
-		return t.end - t.start
-	}
-	n := 0
-	b := cmd[t.start:t.end]
-	for i := 0; i < len(b); i++ {
-		if b[i] == '\\' && i+1 < len(b) {
-			i++
-		}
-		n++
-	}
-	return n
-}
+func (t *token) valueLen(cmd []byte) int { return wire.UnescapedLen(cmd[t.start:t.end], t.escaped) }
 
 // event is what the reader has to say after a call.
 type event uint8

@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"errors"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/login"
 	"doorman/codec/sasl"
 )
@@ -47,19 +48,6 @@ const (
 		"body enotify environment mailbox date index ihave duplicate mime foreverypart extracttext"
 	// DefaultNotify goes with DefaultSieve (its enotify extension offers mailto).
 	DefaultNotify = "mailto"
-)
-
-// maxOutput bounds what one call may produce. A client that pipelines commands without
-// reading the answers is cut off, as Dovecot cuts it off when its 4 KiB output buffer
-// overflows; ours is larger so that no real client ever meets it.
-const maxOutput = 64 << 10
-
-// firstBuffer is the output buffer's first size: enough for any ordinary answer.
-// keepBuffer is the largest one kept between calls; a larger one, grown by an unusual
-// burst, is dropped so an idle session doesn't hold it.
-const (
-	firstBuffer = 512
-	keepBuffer  = 4 << 10
 )
 
 // ErrClosed is returned by Feed once the session has closed.
@@ -184,13 +172,10 @@ type Session struct {
 	scratch []byte
 
 	// Output of the current call.
-	out     []byte
-	flushed int
-	acts    []login.Action
+	out wire.Output
 
 	// First backing arrays, inside the Session so that an ordinary login needs no
 	// allocation of its own for them.
-	actArr     [2]login.Action
 	scratchArr [64]byte
 	saslArr    [64]byte
 	squeezeArr [96]byte
@@ -234,7 +219,7 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 	if s.info.TLS {
 		s.info.Secured = true
 	}
-	s.acts, s.scratch = s.actArr[:0], s.scratchArr[:0]
+	s.scratch = s.scratchArr[:0]
 	s.saslBuf, s.squeeze = s.saslArr[:0], s.squeezeArr[:0]
 	s.buildCapability()
 	return s
@@ -319,7 +304,7 @@ func (s *Session) State() State {
 // the session closed, or a report that the engine broke this contract; protocol errors
 // are actions, not errors.
 func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err error) {
-	s.begin()
+	s.out.Begin()
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
@@ -332,41 +317,41 @@ func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err err
 	for consumed < len(in) && s.reading() {
 		n, more := s.readCommand(in[consumed:])
 		consumed += n
-		if len(s.out) > maxOutput && s.state != StateClosed {
+		if s.out.Full() && s.state != StateClosed {
 			s.close("", "output buffer full")
 		}
 		if !more {
 			break
 		}
 	}
-	return consumed, s.end(), nil
+	return consumed, s.out.End(), nil
 }
 
 // Resume answers the last ActAuth. With AuthOK the reply goes out (r.Reply, the
 // backend's OK line, or `OK "Logged in."`) and the session is done; with a failure the
 // reply goes out and commands are read again (call Feed with the bytes held meanwhile).
 func (s *Session) Resume(r login.AuthResult) []login.Action {
-	s.begin()
+	s.out.Begin()
 	if s.state != StateAuthWait {
 		return nil
 	}
 	if r.Status == login.AuthOK {
 		if r.Reply != nil {
-			s.out = append(s.out, r.Reply...)
+			s.out.B = append(s.out.B, r.Reply...)
 		} else {
-			s.out = append(s.out, txtLoggedIn...)
+			s.out.B = append(s.out.B, txtLoggedIn...)
 		}
 		s.state = StateDone
-		return s.end()
+		return s.out.End()
 	}
 	s.state = StateCommand
 	s.resetCommand()
 	if r.Reply != nil {
-		s.out = append(s.out, r.Reply...)
+		s.out.B = append(s.out.B, r.Reply...)
 	} else {
 		s.failureReply(r)
 	}
-	return s.end()
+	return s.out.End()
 }
 
 // failureReply writes Dovecot's answer to a failed login (managesieve_client_auth_result
@@ -390,15 +375,15 @@ func (s *Session) failureReply(r login.AuthResult) {
 	if r.Text != "" {
 		text = r.Text
 	}
-	s.out = append(s.out, head...)
-	s.out = appendQuoted(s.out, text, true)
-	s.out = append(s.out, "\r\n"...)
+	s.out.B = append(s.out.B, head...)
+	s.out.B = appendQuoted(s.out.B, text, true)
+	s.out.B = append(s.out.B, "\r\n"...)
 }
 
 // Timeout is called when the client has been idle too long before logging in. It says
 // goodbye and closes; once logged in or closed it does nothing.
 func (s *Session) Timeout() []login.Action {
-	s.begin()
+	s.out.Begin()
 	switch s.state {
 	case StateDone, StateClosed:
 		return nil
@@ -407,7 +392,7 @@ func (s *Session) Timeout() []login.Action {
 	default:
 		s.close(txtByeInactivity, "timeout")
 	}
-	return s.end()
+	return s.out.End()
 }
 
 // TLSStarted tells the session the handshake that ActStartTLS asked for is done. The
@@ -416,7 +401,7 @@ func (s *Session) Timeout() []login.Action {
 // `OK "TLS negotiation successful."`. Unlike IMAP's, it has something to say: its
 // actions are those writes.
 func (s *Session) TLSStarted() []login.Action {
-	s.begin()
+	s.out.Begin()
 	if s.state != StateTLSWait {
 		return nil
 	}
@@ -424,9 +409,9 @@ func (s *Session) TLSStarted() []login.Action {
 	s.buildCapability()
 	s.state = StateCommand
 	s.resetCommand()
-	s.out = append(s.out, s.caps...)
-	s.out = append(s.out, txtTLSOK...)
-	return s.end()
+	s.out.B = append(s.out.B, s.caps...)
+	s.out.B = append(s.out.B, txtTLSOK...)
+	return s.out.End()
 }
 
 // window is how much of buf the current unit may use: MaxLine and its CRLF, plus the
@@ -503,7 +488,7 @@ func (s *Session) needMore(buf, win []byte) (int, bool) {
 func (s *Session) startArgs(name []byte, pos int) bool {
 	s.kind = cmdUnknown
 	for _, c := range cmdNames {
-		if equalFold(name, c.name) {
+		if wire.EqualUpper(name, c.name) {
 			s.kind = c.kind
 			break
 		}
@@ -554,9 +539,9 @@ func (s *Session) readArgs(buf []byte) (n int, more, done bool) {
 				s.close("", e.text)
 				return s.args.pos, false, true
 			case e.fatal:
-				s.out = append(s.out, txtByePrefix...)
-				s.out = appendQuoted(s.out, e.text, true)
-				s.out = append(s.out, "\r\n"...)
+				s.out.B = append(s.out.B, txtByePrefix...)
+				s.out.B = appendQuoted(s.out.B, e.text, true)
+				s.out.B = append(s.out.B, "\r\n"...)
 				s.close("", "literal too large")
 				return s.args.pos, false, true
 			}
@@ -658,7 +643,7 @@ func (s *Session) badCommand() {
 		s.close(txtByeTooMany, "too many bad commands")
 		return
 	}
-	s.out = append(s.out, txtBadCommand...)
+	s.out.B = append(s.out.B, txtBadCommand...)
 }
 
 // execute runs the complete command cmd (its LF included).
@@ -669,47 +654,47 @@ func (s *Session) execute(cmd []byte) {
 			s.badCommand()
 			return
 		}
-		s.out = append(s.out, s.caps...)
-		s.out = append(s.out, txtCapabilityOK...)
+		s.out.B = append(s.out.B, s.caps...)
+		s.out.B = append(s.out.B, txtCapabilityOK...)
 	case cmdNoop:
 		switch {
 		case s.nargs == 0:
-			s.out = append(s.out, txtNoopOK...)
+			s.out.B = append(s.out.B, txtNoopOK...)
 		case s.nargs > 1:
 			s.badCommand()
 		case !s.arg0.isString():
-			s.out = append(s.out, txtNoopBadTag...)
+			s.out.B = append(s.out.B, txtNoopBadTag...)
 		default:
 			// The echo tag goes back quoted as it came, line breaks and all.
 			s.scratch = s.arg0.appendValue(s.scratch[:0], cmd)
-			s.out = append(s.out, txtNoopTagHead...)
-			s.out = appendQuoted(s.out, s.scratch, false)
-			s.out = append(s.out, txtNoopTagTail...)
+			s.out.B = append(s.out.B, txtNoopTagHead...)
+			s.out.B = appendQuoted(s.out.B, s.scratch, false)
+			s.out.B = append(s.out.B, txtNoopTagTail...)
 		}
 	case cmdLogout:
 		if s.nargs > 0 {
 			s.badCommand()
 			return
 		}
-		s.out = append(s.out, txtLogoutOK...)
+		s.out.B = append(s.out.B, txtLogoutOK...)
 		s.close("", "logout")
 	case cmdStartTLS:
 		switch {
 		case s.nargs > 0:
 			s.badCommand()
 		case s.info.TLS:
-			s.out = append(s.out, txtTLSActive...)
+			s.out.B = append(s.out.B, txtTLSActive...)
 		case !s.info.TLSAvailable:
-			s.out = append(s.out, txtTLSNotEnabled...)
+			s.out.B = append(s.out.B, txtTLSNotEnabled...)
 		default:
-			s.out = append(s.out, txtStartTLSOK...)
-			s.emit(login.Action{Kind: login.ActStartTLS})
+			s.out.B = append(s.out.B, txtStartTLSOK...)
+			s.out.Emit(login.Action{Kind: login.ActStartTLS})
 			s.state = StateTLSWait
 		}
 	case cmdXclient:
 		// Only login_trusted_networks may send it, and SessionInfo can't say a client
 		// is trusted: every client gets Dovecot's refusal (not counted as invalid).
-		s.out = append(s.out, txtXclientNo...)
+		s.out.B = append(s.out.B, txtXclientNo...)
 	case cmdAuthenticate:
 		switch {
 		case s.nargs == 0:
@@ -734,15 +719,9 @@ func (s *Session) execute(cmd []byte) {
 
 // replyNo writes `NO "<text>"`.
 func (s *Session) replyNo(text string) {
-	s.out = append(s.out, txtNoPrefix...)
-	s.out = appendQuoted(s.out, text, true)
-	s.out = append(s.out, "\r\n"...)
-}
-
-// emit adds a non-write action, after whatever was written so far.
-func (s *Session) emit(a login.Action) {
-	s.flushWrite()
-	s.acts = append(s.acts, a)
+	s.out.B = append(s.out.B, txtNoPrefix...)
+	s.out.B = appendQuoted(s.out.B, text, true)
+	s.out.B = append(s.out.B, "\r\n"...)
 }
 
 // close ends the session: bye (a whole line) if set, after what was written so far.
@@ -750,53 +729,7 @@ func (s *Session) close(bye, reason string) {
 	if s.state == StateClosed {
 		return
 	}
-	s.out = append(s.out, bye...)
-	data := s.out[s.flushed:len(s.out):len(s.out)]
-	s.flushed = len(s.out)
-	s.acts = append(s.acts, login.Action{Kind: login.ActClose, Data: data, Reason: reason})
+	s.out.B = append(s.out.B, bye...)
+	s.out.Close(reason)
 	s.state = StateClosed
-}
-
-// flushWrite turns what was written since the last action into an ActWrite.
-func (s *Session) flushWrite() {
-	if len(s.out) > s.flushed {
-		s.acts = append(s.acts, login.Action{Kind: login.ActWrite, Data: s.out[s.flushed:len(s.out):len(s.out)]})
-		s.flushed = len(s.out)
-	}
-}
-
-// begin starts a call: the previous call's Data is no longer valid.
-func (s *Session) begin() {
-	if cap(s.out) > keepBuffer || s.out == nil {
-		s.out = make([]byte, 0, firstBuffer)
-	}
-	s.out, s.flushed = s.out[:0], 0
-	clear(s.acts)
-	s.acts = s.acts[:0]
-}
-
-// end finishes a call and returns its actions.
-func (s *Session) end() []login.Action {
-	s.flushWrite()
-	if len(s.acts) == 0 {
-		return nil
-	}
-	return s.acts
-}
-
-// equalFold compares b with the upper-case ASCII word w, ignoring case.
-func equalFold(b []byte, w string) bool {
-	if len(b) != len(w) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != w[i] {
-			return false
-		}
-	}
-	return true
 }

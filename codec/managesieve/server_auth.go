@@ -20,11 +20,11 @@ import (
 func (s *Session) authenticate(cmd []byte, mech, ir token, hasIR bool) {
 	// A mechanism name holds no `"` or `\`: escapes make it unknown.
 	if mech.escaped || !s.exchange.Start(cmd[mech.start:mech.end]) {
-		s.out = append(s.out, txtNoUnsupportedMech...)
+		s.out.B = append(s.out.B, txtNoUnsupportedMech...)
 		return
 	}
 	if !s.plaintextOK() {
-		s.out = append(s.out, txtNoPlaintext...)
+		s.out.B = append(s.out.B, txtNoPlaintext...)
 		return
 	}
 	if !hasIR {
@@ -33,7 +33,7 @@ func (s *Session) authenticate(cmd []byte, mech, ir token, hasIR bool) {
 	}
 	data, ok := s.decodeSASL(s.saslValue(cmd, ir), true)
 	if !ok {
-		s.out = append(s.out, txtNoBase64Initial...)
+		s.out.B = append(s.out.B, txtNoBase64Initial...)
 		return
 	}
 	s.saslResponse(data)
@@ -48,7 +48,7 @@ var challenges = sasl.Challenges{
 
 // challenge sends a challenge of the exchange and waits for the response.
 func (s *Session) challenge(c []byte) {
-	s.out = append(s.out, challenges.Text(c)...)
+	s.out.B = append(s.out.B, challenges.Text(c)...)
 	s.state = StateAuthContinue
 }
 
@@ -57,12 +57,12 @@ func (s *Session) challenge(c []byte) {
 func (s *Session) response(cmd []byte, t token) {
 	v := s.saslValue(cmd, t)
 	if sasl.Cancelled(v) {
-		s.out = append(s.out, txtNoAborted...)
+		s.out.B = append(s.out.B, txtNoAborted...)
 		return
 	}
 	data, ok := s.decodeSASL(v, false)
 	if !ok {
-		s.out = append(s.out, txtNoBase64Continued...)
+		s.out.B = append(s.out.B, txtNoBase64Continued...)
 		return
 	}
 	s.saslResponse(data)
@@ -110,14 +110,14 @@ func (s *Session) startAuth(userStart, passStart int) {
 		User:    names[userStart:],
 		Pass:    pass,
 	}
-	s.emit(login.Action{Kind: login.ActAuth, Creds: &s.creds})
+	s.out.Emit(login.Action{Kind: login.ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait
 }
 
 // localAuthFailure answers a login the codec can tell will fail without asking anyone,
 // with the reply Dovecot's auth process would have caused.
 func (s *Session) localAuthFailure() {
-	s.out = append(s.out, txtNoAuthFailed...)
+	s.out.B = append(s.out.B, txtNoAuthFailed...)
 	s.state = StateCommand
 }
 

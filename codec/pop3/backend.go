@@ -14,8 +14,8 @@ import (
 	"encoding/base64"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/login"
 	"doorman/codec/sasl"
 )
@@ -64,10 +64,10 @@ type BackendLogin struct {
 	res login.BackendResult
 
 	state   uint8
-	sasl    bool // log in with AUTH PLAIN rather than USER and PASS
-	xclient bool // the banner offered [XCLIENT]
-	held    bool // NoPipelining: the login command waits for XCLIENT's +OK
-	scan    int  // bytes at the start of the unconsumed input known to hold no LF
+	sasl    bool            // log in with AUTH PLAIN rather than USER and PASS
+	xclient bool            // the banner offered [XCLIENT]
+	held    bool            // NoPipelining: the login command waits for XCLIENT's +OK
+	lines   wire.LineReader // where the backend's lines are
 
 	out     []byte
 	reply   []byte
@@ -142,27 +142,15 @@ func (b *BackendLogin) Feed(in []byte) (consumed int, out []byte, res login.Back
 		return 0, nil, b.res
 	}
 	for b.res.Outcome == login.BackendPending {
-		rest := in[consumed:]
-		window := rest[:min(len(rest), backendMaxLine)]
-		if b.scan > len(window) {
-			b.scan = 0 // the caller did not re-feed what we had seen; look again
-		}
-		i := bytes.IndexByte(window[b.scan:], '\n')
-		if i < 0 {
-			if len(rest) >= backendMaxLine {
-				b.fail(login.BackendProtocolError, "Too long input line")
-				break
-			}
-			b.scan = len(rest)
+		line, n := b.lines.Next(in[consumed:], backendMaxLine)
+		if n == 0 {
 			break
 		}
-		i += b.scan
-		b.scan = 0
-		line := rest[:i]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
+		if n < 0 {
+			b.fail(login.BackendProtocolError, "Too long input line")
+			break
 		}
-		consumed += i + 1
+		consumed += n
 		b.input(line)
 	}
 	if len(b.out) > 0 && !b.res.Outcome.Final() {
@@ -181,7 +169,7 @@ func (b *BackendLogin) TLSStarted() (out []byte, res login.BackendResult) {
 		return nil, b.res
 	}
 	b.res = login.BackendResult{}
-	b.scan = 0
+	b.lines.Reset()
 	b.sendLogin()
 	if len(b.out) > 0 {
 		out = b.out
@@ -376,50 +364,8 @@ func (b *BackendLogin) redact(line []byte) string {
 	return backendSanitize([]byte(s))
 }
 
-// backendAppendTabEscaped is Dovecot's str_append_tabescaped: \001, TAB, CR and LF
-// become \001 followed by '1', 't', 'r' or 'n'.
-func backendAppendTabEscaped(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\001':
-			dst = append(dst, '\001', '1')
-		case '\t':
-			dst = append(dst, '\001', 't')
-		case '\r':
-			dst = append(dst, '\001', 'r')
-		case '\n':
-			dst = append(dst, '\001', 'n')
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return dst
-}
+// backendSanitize is Dovecot's str_sanitize(s, 160) for log texts.
+func backendSanitize(b []byte) string { return wire.Sanitize(b, 160) }
 
-// backendSanitize is Dovecot's str_sanitize(s, 160) for log texts: control bytes and
-// invalid UTF-8 become '?', and a text over 160 bytes is cut (on a rune boundary) and
-// ends in "...".
-func backendSanitize(b []byte) string {
-	const max = 160
-	out := make([]byte, 0, min(len(b), max+3))
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		if len(out)+n > max {
-			// Make room for the ellipsis the way Dovecot does: drop whole runes.
-			for len(out) > max-3 {
-				_, m := utf8.DecodeLastRune(out)
-				out = out[:len(out)-m]
-			}
-			return string(append(out, "..."...))
-		}
-		switch {
-		case r == utf8.RuneError && n == 1, b[0] < 0x20, b[0] == 0x7f:
-			out = append(out, '?')
-			n = 1
-		default:
-			out = append(out, b[:n]...)
-		}
-		b = b[n:]
-	}
-	return string(out)
-}
+// backendAppendTabEscaped is Dovecot's str_append_tabescaped.
+func backendAppendTabEscaped(dst []byte, s string) []byte { return wire.AppendTabEscaped(dst, s) }

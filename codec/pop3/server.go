@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/login"
 	"doorman/codec/sasl"
 )
@@ -37,19 +38,6 @@ const srvAuthBufMax = 8192
 // srvMaxCmdName is CLIENT_MAX_CMD_LEN: a command name is cut after this many bytes, and
 // what follows is taken as its arguments (so "CAPABILITY" is the unknown "CAPABILI").
 const srvMaxCmdName = 8
-
-// srvMaxOutput bounds what one call may produce. A client that pipelines commands
-// without reading the answers is cut off, as Dovecot cuts it off when its 4 KiB output
-// buffer overflows; ours is larger so that no real client ever meets it.
-const srvMaxOutput = 64 << 10
-
-// srvFirstBuffer is the output buffer's first size: enough for any ordinary answer.
-// srvKeepBuffer is the largest one kept between calls; a larger one, grown by an unusual
-// burst, is dropped so an idle session doesn't hold it.
-const (
-	srvFirstBuffer = 512
-	srvKeepBuffer  = 4 << 10
-)
 
 // ErrClosed is returned by Feed once the session has closed.
 var ErrClosed = errors.New("pop3: session closed")
@@ -142,13 +130,10 @@ type Session struct {
 	scratch []byte
 
 	// Output of the current call.
-	out     []byte
-	flushed int
-	acts    []login.Action
+	out wire.Output
 
 	// First backing arrays, inside the Session so that an ordinary login needs no
 	// allocation of its own for them.
-	actArr     [2]login.Action
 	userArr    [32]byte
 	scratchArr [64]byte
 }
@@ -180,7 +165,7 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 	if s.info.TLS {
 		s.info.Secured = true
 	}
-	s.acts, s.user, s.scratch = s.actArr[:0], s.userArr[:0], s.scratchArr[:0]
+	s.user, s.scratch = s.userArr[:0], s.scratchArr[:0]
 	s.buildTexts()
 	return s
 }
@@ -195,7 +180,7 @@ func (s *Session) buildTexts() {
 	plain := s.plaintextOK()
 	buf := make([]byte, 0, 4+len(s.greetingText)+2+len(txtCapaHead)+64+len(txtMechListHead)+len(txtMechList)+3)
 	buf = append(buf, "+OK "...)
-	buf = srvAppendText(buf, s.greetingText)
+	buf = wire.AppendText(buf, s.greetingText)
 	buf = append(buf, txtNewline...)
 	g := len(buf)
 	buf = append(buf, txtCapaHead...)
@@ -237,7 +222,7 @@ func (s *Session) State() State { return s.state }
 // the session closed, or a report that the engine broke this contract; protocol errors
 // are actions, not errors.
 func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err error) {
-	s.begin()
+	s.out.Begin()
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
@@ -256,42 +241,42 @@ func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err err
 			n, more = s.readCommand(in[consumed:])
 		}
 		consumed += n
-		if len(s.out) > srvMaxOutput && s.state != StateClosed {
+		if s.out.Full() && s.state != StateClosed {
 			s.close("", "output buffer full")
 		}
 		if !more {
 			break
 		}
 	}
-	return consumed, s.end(), nil
+	return consumed, s.out.End(), nil
 }
 
 // Resume answers the last ActAuth. With AuthOK the reply goes out and the session is
 // done; with a failure the reply goes out and commands are read again (call Feed with
 // the bytes held meanwhile).
 func (s *Session) Resume(r login.AuthResult) []login.Action {
-	s.begin()
+	s.out.Begin()
 	if s.state != StateAuthWait {
 		return nil
 	}
 	if r.Status == login.AuthOK {
 		if r.Reply != nil {
-			s.out = append(s.out, r.Reply...)
+			s.out.B = append(s.out.B, r.Reply...)
 		} else {
-			s.out = append(s.out, txtLoggedIn...)
+			s.out.B = append(s.out.B, txtLoggedIn...)
 		}
 		s.state = StateDone
-		return s.end()
+		return s.out.End()
 	}
 	s.state = StateCommand
 	s.resetCommand()
 	if r.Reply != nil {
-		s.out = append(s.out, r.Reply...)
+		s.out.B = append(s.out.B, r.Reply...)
 	} else {
 		s.failureReply(r)
 	}
 	s.authFailed()
-	return s.end()
+	return s.out.End()
 }
 
 // failureReply writes Dovecot's answer to a failed login: client_send_reply with the
@@ -318,14 +303,14 @@ func (s *Session) failureReply(r login.AuthResult) {
 			code = ""
 		}
 	}
-	s.out = append(s.out, txtErr...)
+	s.out.B = append(s.out.B, txtErr...)
 	if code != "" {
-		s.out = append(s.out, ' ')
-		s.out = append(s.out, code...)
+		s.out.B = append(s.out.B, ' ')
+		s.out.B = append(s.out.B, code...)
 	}
-	s.out = append(s.out, ' ')
-	s.out = srvAppendText(s.out, text)
-	s.out = append(s.out, txtNewline...)
+	s.out.B = append(s.out.B, ' ')
+	s.out.B = wire.AppendText(s.out.B, text)
+	s.out.B = append(s.out.B, txtNewline...)
 }
 
 // authFailed counts a failed login and ends the session if there were too many.
@@ -339,7 +324,7 @@ func (s *Session) authFailed() {
 // Timeout is called when the client has been idle too long before logging in. It says
 // goodbye and closes; once logged in or closed it does nothing.
 func (s *Session) Timeout() []login.Action {
-	s.begin()
+	s.out.Begin()
 	switch s.state {
 	case StateDone, StateClosed:
 		return nil
@@ -348,7 +333,7 @@ func (s *Session) Timeout() []login.Action {
 	default:
 		s.close(txtInactivity, "timeout")
 	}
-	return s.end()
+	return s.out.End()
 }
 
 // TLSStarted tells the session the handshake that ActStartTLS asked for is done. The
@@ -413,7 +398,7 @@ func (s *Session) readCommand(buf []byte) (int, bool) {
 				return s.needMore(buf, win)
 			}
 			i += s.seen
-			s.execute(srvCString(srvTrimCR(win[s.argsStart:i])))
+			s.execute(srvCString(wire.TrimCR(win[s.argsStart:i])))
 			return s.commandDone(i + 1)
 		case phaseAuthMech:
 			i := s.seen
@@ -441,7 +426,7 @@ func (s *Session) readCommand(buf []byte) (int, bool) {
 				s.seen = len(win)
 				return s.needMore(buf, win)
 			}
-			s.out = append(s.out, s.mechList...)
+			s.out.B = append(s.out.B, s.mechList...)
 			return s.commandDone(s.seen + i + 1)
 		case phaseAuthIR:
 			i := bytes.IndexByte(buf[s.seen:], '\n')
@@ -458,7 +443,7 @@ func (s *Session) readCommand(buf []byte) (int, bool) {
 				s.close("", "authentication response too large")
 				return i + 1, false
 			}
-			s.authenticate(buf[s.argsStart:s.mechEnd], srvTrimCR(buf[s.irStart:i]))
+			s.authenticate(buf[s.argsStart:s.mechEnd], wire.TrimCR(buf[s.irStart:i]))
 			return s.commandDone(i + 1)
 		default:
 			panic("pop3: bad command phase")
@@ -501,33 +486,33 @@ func (s *Session) resetCommand() {
 func (s *Session) execute(args []byte) {
 	switch string(s.name[:s.nameLen]) {
 	case "CAPA":
-		s.out = append(s.out, s.capa...)
+		s.out.B = append(s.out.B, s.capa...)
 	case "USER":
 		s.cmdUser(args)
 	case "PASS":
 		s.cmdPass(args)
 	case "APOP":
-		s.out = append(s.out, txtAPOPDisabled...) // no APOP mechanism, so no challenge
+		s.out.B = append(s.out.B, txtAPOPDisabled...) // no APOP mechanism, so no challenge
 	case "STLS":
 		switch {
 		case s.info.TLS:
-			s.out = append(s.out, txtTLSActive...)
+			s.out.B = append(s.out.B, txtTLSActive...)
 		case !s.info.TLSAvailable:
-			s.out = append(s.out, txtTLSNotEnable...)
+			s.out.B = append(s.out.B, txtTLSNotEnable...)
 		default:
-			s.out = append(s.out, txtSTLSOK...)
-			s.emit(login.Action{Kind: login.ActStartTLS})
+			s.out.B = append(s.out.B, txtSTLSOK...)
+			s.out.Emit(login.Action{Kind: login.ActStartTLS})
 			s.state = StateTLSWait
 		}
 	case "QUIT":
-		s.out = append(s.out, txtQuit...)
+		s.out.B = append(s.out.B, txtQuit...)
 		s.close("", "logout")
 	case "XCLIENT", "XOIP":
 		// XOIP <ip> is Zimbra's nginx saying XCLIENT ADDR=<ip>. Only trusted clients
 		// may use either, and the engine doesn't tell the codec of any yet.
-		s.out = append(s.out, txtXCLIENTIgnored...)
+		s.out.B = append(s.out.B, txtXCLIENTIgnored...)
 	default:
-		s.out = append(s.out, txtUnknownCommand...)
+		s.out.B = append(s.out.B, txtUnknownCommand...)
 		s.bad++
 		if s.bad >= s.maxBad {
 			s.close(txtTooManyBad, "too many bad commands")
@@ -540,14 +525,14 @@ func (s *Session) execute(args []byte) {
 // cmdUser remembers the user name for PASS.
 func (s *Session) cmdUser(args []byte) {
 	if !s.plaintextOK() {
-		s.out = append(s.out, txtPlaintextDisabled...)
+		s.out.B = append(s.out.B, txtPlaintextDisabled...)
 		s.authFailed()
 		return
 	}
 	clear(s.user)
 	s.user = append(s.user[:0], args...)
 	s.userSet = true
-	s.out = append(s.out, txtUserOK...)
+	s.out.B = append(s.out.B, txtUserOK...)
 }
 
 // cmdPass completes USER/PASS: Dovecot turns it into SASL PLAIN with no authzid.
@@ -555,11 +540,11 @@ func (s *Session) cmdPass(args []byte) {
 	if !s.userSet {
 		// The client may ignore USER's reply and only show PASS's error.
 		if !s.plaintextOK() {
-			s.out = append(s.out, txtPlaintextDisabled...)
+			s.out.B = append(s.out.B, txtPlaintextDisabled...)
 			s.authFailed()
 			return
 		}
-		s.out = append(s.out, txtNoUsername...)
+		s.out.B = append(s.out.B, txtNoUsername...)
 		return
 	}
 	s.scratch = append(s.scratch[:0], s.user...)
@@ -591,22 +576,16 @@ func (s *Session) startAuth(mech string, userStart, passStart int) {
 		User:    names[userStart:],
 		Pass:    pass,
 	}
-	s.emit(login.Action{Kind: login.ActAuth, Creds: &s.creds})
+	s.out.Emit(login.Action{Kind: login.ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait
 }
 
 // localAuthFailure answers a login the codec can tell will fail without asking anyone,
 // with the reply Dovecot's auth process would have caused.
 func (s *Session) localAuthFailure() {
-	s.out = append(s.out, txtAuthFailed...)
+	s.out.B = append(s.out.B, txtAuthFailed...)
 	s.state = StateCommand
 	s.authFailed()
-}
-
-// emit adds a non-write action, after whatever was written so far.
-func (s *Session) emit(a login.Action) {
-	s.flushWrite()
-	s.acts = append(s.acts, a)
 }
 
 // close ends the session, after what was written so far and the line text (which may
@@ -615,46 +594,9 @@ func (s *Session) close(text, reason string) {
 	if s.state == StateClosed {
 		return
 	}
-	s.out = append(s.out, text...)
-	data := s.out[s.flushed:len(s.out):len(s.out)]
-	s.flushed = len(s.out)
-	s.acts = append(s.acts, login.Action{Kind: login.ActClose, Data: data, Reason: reason})
+	s.out.B = append(s.out.B, text...)
+	s.out.Close(reason)
 	s.state = StateClosed
-}
-
-// flushWrite turns what was written since the last action into an ActWrite.
-func (s *Session) flushWrite() {
-	if len(s.out) > s.flushed {
-		s.acts = append(s.acts, login.Action{Kind: login.ActWrite, Data: s.out[s.flushed:len(s.out):len(s.out)]})
-		s.flushed = len(s.out)
-	}
-}
-
-// begin starts a call: the previous call's Data is no longer valid.
-func (s *Session) begin() {
-	if cap(s.out) > srvKeepBuffer || s.out == nil {
-		s.out = make([]byte, 0, srvFirstBuffer)
-	}
-	s.out, s.flushed = s.out[:0], 0
-	clear(s.acts)
-	s.acts = s.acts[:0]
-}
-
-// end finishes a call and returns its actions.
-func (s *Session) end() []login.Action {
-	s.flushWrite()
-	if len(s.acts) == 0 {
-		return nil
-	}
-	return s.acts
-}
-
-// srvTrimCR drops one trailing CR.
-func srvTrimCR(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == '\r' {
-		return b[:n-1]
-	}
-	return b
 }
 
 // srvCString cuts b at its first NUL, as a C string ends there.
@@ -663,17 +605,4 @@ func srvCString(b []byte) []byte {
 		return b[:i]
 	}
 	return b
-}
-
-// srvAppendText appends configured or passed-in text, with control characters (which
-// would break the line) turned into spaces.
-func srvAppendText(dst []byte, t string) []byte {
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if c < ' ' || c == 0x7f {
-			c = ' '
-		}
-		dst = append(dst, c)
-	}
-	return dst
 }

@@ -3,6 +3,7 @@ package pop3
 import (
 	"bytes"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
 )
 
@@ -15,12 +16,12 @@ import (
 // sasl_server_auth_begin). An empty ir means there was none; "=" is an empty one.
 func (s *Session) authenticate(mech, ir []byte) {
 	if !s.exchange.Start(mech) {
-		s.out = append(s.out, txtUnsupportedMech...)
+		s.out.B = append(s.out.B, txtUnsupportedMech...)
 		s.authFailed()
 		return
 	}
 	if !s.plaintextOK() {
-		s.out = append(s.out, txtPlaintextMech...)
+		s.out.B = append(s.out.B, txtPlaintextMech...)
 		s.authFailed()
 		return
 	}
@@ -33,7 +34,7 @@ func (s *Session) authenticate(mech, ir []byte) {
 	}
 	data, ok := s.decodeSASL(ir)
 	if !ok {
-		s.out = append(s.out, txtBadBase64Initial...)
+		s.out.B = append(s.out.B, txtBadBase64Initial...)
 		s.authFailed()
 		return
 	}
@@ -49,7 +50,7 @@ var challenges = sasl.Challenges{
 
 // challenge sends a challenge of the exchange and waits for the response line.
 func (s *Session) challenge(c []byte) {
-	s.out = append(s.out, challenges.Text(c)...)
+	s.out.B = append(s.out.B, challenges.Text(c)...)
 	s.state = StateAuthContinue
 	s.seen = 0
 }
@@ -72,14 +73,14 @@ func (s *Session) readResponse(buf []byte) (int, bool) {
 		s.close("", "authentication response too large")
 		return i + 1, false
 	}
-	line := srvTrimCR(buf[:i])
+	line := wire.TrimCR(buf[:i])
 	s.state = StateCommand
 	s.resetCommand()
 	if sasl.Cancelled(line) {
-		s.out = append(s.out, txtAuthAborted...)
+		s.out.B = append(s.out.B, txtAuthAborted...)
 		s.authFailed()
 	} else if data, ok := s.decodeSASL(line); !ok {
-		s.out = append(s.out, txtBadBase64Continued...)
+		s.out.B = append(s.out.B, txtBadBase64Continued...)
 		s.authFailed()
 	} else {
 		s.saslResponse(data)

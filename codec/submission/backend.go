@@ -12,11 +12,11 @@
 package submission
 
 import (
-	"bytes"
 	"encoding/base64"
 	"strconv"
 	"strings"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
 )
 
@@ -85,11 +85,11 @@ type BackendLogin struct {
 
 	state       uint8
 	caps        uint8
-	xclient     []byte // the fields of the backend's XCLIENT keyword, as it listed them
-	replyStatus int    // status of the multi-line reply in progress; 0: none
-	xclientLeft int    // XCLIENT replies still to come
-	irPending   bool   // the AUTH initial response waits for a "334 "
-	scan        int    // bytes at the start of the unconsumed input known to hold no LF
+	xclient     []byte          // the fields of the backend's XCLIENT keyword, as it listed them
+	replyStatus int             // status of the multi-line reply in progress; 0: none
+	xclientLeft int             // XCLIENT replies still to come
+	irPending   bool            // the AUTH initial response waits for a "334 "
+	lines       wire.LineReader // where the backend's lines are
 
 	ehloName string
 	sasl     []byte // base64 of the PLAIN response: sent, and cut out of log texts
@@ -174,27 +174,15 @@ func (b *BackendLogin) Feed(in []byte) (consumed int, out []byte, res BackendRes
 		return 0, nil, b.res
 	}
 	for b.res.Outcome == BackendPending {
-		rest := in[consumed:]
-		window := rest[:min(len(rest), backendMaxLine)]
-		if b.scan > len(window) {
-			b.scan = 0 // the caller did not re-feed what we had seen; look again
-		}
-		i := bytes.IndexByte(window[b.scan:], '\n')
-		if i < 0 {
-			if len(rest) >= backendMaxLine {
-				b.fail(BackendProtocolError, "Too long input line")
-				break
-			}
-			b.scan = len(rest)
+		line, n := b.lines.Next(in[consumed:], backendMaxLine)
+		if n == 0 {
 			break
 		}
-		i += b.scan
-		b.scan = 0
-		line := rest[:i]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
+		if n < 0 {
+			b.fail(BackendProtocolError, "Too long input line")
+			break
 		}
-		consumed += i + 1
+		consumed += n
 		b.input(line)
 	}
 	if len(b.out) > 0 && !b.res.Outcome.Final() {
@@ -212,7 +200,7 @@ func (b *BackendLogin) TLSStarted() (out []byte, res BackendResult) {
 		return nil, b.res
 	}
 	b.res = BackendResult{}
-	b.scan = 0
+	b.lines.Reset()
 	b.caps, b.xclient = 0, b.xclient[:0]
 	b.state = backendTLSEHLO
 	b.writeEHLO()
@@ -432,9 +420,9 @@ func (b *BackendLogin) forward(kvs []KV) []byte {
 		if i > 0 {
 			raw = append(raw, '\t')
 		}
-		raw = backendAppendTabEscaped(raw, kv.Key)
+		raw = wire.AppendTabEscaped(raw, kv.Key)
 		raw = append(raw, '=')
-		raw = backendAppendTabEscaped(raw, kv.Value)
+		raw = wire.AppendTabEscaped(raw, kv.Value)
 	}
 	b.scratch = raw
 	return base64.StdEncoding.AppendEncode(b.val[:0], raw)

@@ -3,7 +3,8 @@ package submission
 import (
 	"bytes"
 	"encoding/base64"
-	"unicode/utf8"
+
+	"doorman/codec/internal/wire"
 )
 
 // backendReplyStatus reads an SMTP reply line's status as submission_proxy_parse_line
@@ -78,26 +79,6 @@ func backendAppendXtext(dst, v []byte) []byte {
 	return dst
 }
 
-// backendAppendTabEscaped is Dovecot's str_append_tabescaped: \001, TAB, CR and LF become
-// \001 followed by 1, t, r or n.
-func backendAppendTabEscaped(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case 1:
-			dst = append(dst, 1, '1')
-		case '\t':
-			dst = append(dst, 1, 't')
-		case '\r':
-			dst = append(dst, 1, 'r')
-		case '\n':
-			dst = append(dst, 1, 'n')
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return dst
-}
-
 // backendBase64 reports whether a 334 text is base64 (blanks ignored, as Dovecot's
 // decoder ignores them).
 func backendBase64(text []byte) bool {
@@ -128,29 +109,5 @@ func backendEqualFold(b []byte, s string) bool {
 	return true
 }
 
-// backendSanitize is Dovecot's str_sanitize(s, max) for log texts: control bytes and
-// invalid UTF-8 become '?', and a text over max bytes is cut (on a rune boundary) and
-// ends in "...".
-func backendSanitize(b []byte, max int) string {
-	out := make([]byte, 0, min(len(b), max+3))
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		if len(out)+n > max {
-			// Make room for the ellipsis the way Dovecot does: drop whole runes.
-			for len(out) > max-3 {
-				_, m := utf8.DecodeLastRune(out)
-				out = out[:len(out)-m]
-			}
-			return string(append(out, "..."...))
-		}
-		switch {
-		case r == utf8.RuneError && n == 1, b[0] < 0x20, b[0] == 0x7f:
-			out = append(out, '?')
-			n = 1
-		default:
-			out = append(out, b[:n]...)
-		}
-		b = b[n:]
-	}
-	return string(out)
-}
+// backendSanitize is Dovecot's str_sanitize(s, max) for log texts.
+func backendSanitize(b []byte, max int) string { return wire.Sanitize(b, max) }

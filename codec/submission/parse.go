@@ -1,5 +1,7 @@
 package submission
 
+import "doorman/codec/internal/wire"
+
 // The grammar bits the client side needs, as lib-smtp's smtp-parser.c and
 // smtp-syntax.c read them (RFC 5321 with Dovecot's leniencies).
 
@@ -151,7 +153,7 @@ func srvAddressLiteral(p []byte) (n, res int) {
 		if i == start {
 			return i, -1
 		}
-		if srvEqualFold(tag, "IPV6") && !srvIPv6(p[start:i]) {
+		if wire.EqualUpper(tag, "IPV6") && !srvIPv6(p[start:i]) {
 			return i, -1
 		}
 	}
@@ -305,34 +307,4 @@ func srvHex(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
-}
-
-// srvEqualFold compares b with the upper-case ASCII word w, ignoring case.
-func srvEqualFold(b []byte, w string) bool {
-	if len(b) != len(w) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != w[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// srvAppendText appends configured or passed-in text, with control characters (which
-// would break the line) turned into spaces.
-func srvAppendText(dst []byte, t string) []byte {
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if c < ' ' || c == 0x7f {
-			c = ' '
-		}
-		dst = append(dst, c)
-	}
-	return dst
 }

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
 )
 
@@ -49,18 +50,6 @@ const srvMaxName = 32
 // srvAuthMaxLine is LOGIN_MAX_AUTH_BUF_SIZE (max_auth_size): the longest SASL response
 // line, without its line end.
 const srvAuthMaxLine = 8192
-
-// srvMaxOutput bounds what one call may produce. A client that pipelines commands
-// without reading the answers is cut off, as Dovecot cuts it off when its 4 KiB output
-// buffer overflows; ours is larger so that no real client ever meets it.
-const srvMaxOutput = 64 << 10
-
-// srvFirstBuffer is the output buffer's first size: enough for any ordinary answer.
-// srvKeepBuffer is the largest one kept between calls.
-const (
-	srvFirstBuffer = 512
-	srvKeepBuffer  = 4 << 10
-)
 
 // ErrClosed is returned by Feed once the session has closed.
 var ErrClosed = errors.New("submission: session closed")
@@ -154,13 +143,10 @@ type Session struct {
 	scratch []byte
 
 	// Output of the current call.
-	out     []byte
-	flushed int
-	acts    []Action
+	out wire.Output
 
 	// First backing arrays, inside the Session so that an ordinary login needs no
 	// allocation of its own for them.
-	actArr     [2]Action
 	heloArr    [64]byte
 	scratchArr [64]byte
 }
@@ -197,12 +183,12 @@ func NewSession(cfg *Config, info SessionInfo) *Session {
 	if s.info.TLS {
 		s.info.Secured = true
 	}
-	s.acts, s.helo, s.scratch = s.actArr[:0], s.heloArr[:0], s.scratchArr[:0]
+	s.helo, s.scratch = s.heloArr[:0], s.scratchArr[:0]
 	g := make([]byte, 0, len(s.hostname)+len(greeting)+7)
 	g = append(g, "220 "...)
-	g = srvAppendText(g, s.hostname)
+	g = wire.AppendText(g, s.hostname)
 	g = append(g, ' ')
-	g = srvAppendText(g, greeting)
+	g = wire.AppendText(g, greeting)
 	s.greeting = append(g, "\r\n"...)
 	return s
 }
@@ -229,7 +215,7 @@ func (s *Session) State() State { return s.state }
 // the session closed, or a report that the engine broke this contract; protocol errors
 // are actions, not errors.
 func (s *Session) Feed(in []byte) (consumed int, actions []Action, err error) {
-	s.begin()
+	s.out.Begin()
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
@@ -242,33 +228,33 @@ func (s *Session) Feed(in []byte) (consumed int, actions []Action, err error) {
 	for consumed < len(in) && s.reading() {
 		n, more := s.readLine(in[consumed:])
 		consumed += n
-		if len(s.out) > srvMaxOutput && s.state != StateClosed {
+		if s.out.Full() && s.state != StateClosed {
 			s.close("", "output buffer full")
 		}
 		if !more {
 			break
 		}
 	}
-	return consumed, s.end(), nil
+	return consumed, s.out.End(), nil
 }
 
 // Resume answers the last ActAuth. With AuthOK the reply goes out and the session is
 // done; with a failure the reply goes out and commands are read again (call Feed with
 // the bytes held meanwhile).
 func (s *Session) Resume(r AuthResult) []Action {
-	s.begin()
+	s.out.Begin()
 	if s.state != StateAuthWait {
 		return nil
 	}
 	if r.Status == AuthOK {
 		if r.Reply != nil {
-			s.out = append(s.out, r.Reply...)
+			s.out.B = append(s.out.B, r.Reply...)
 		} else {
 			s.answer(txtLoggedIn)
 		}
 		s.bad = 0
 		s.state = StateDone
-		return s.end()
+		return s.out.End()
 	}
 	s.state = StateCommand
 	s.resetLine()
@@ -280,7 +266,7 @@ func (s *Session) Resume(r AuthResult) []Action {
 	if s.state != StateClosed {
 		s.authFailed()
 	}
-	return s.end()
+	return s.out.End()
 }
 
 // failureReply writes Dovecot's answer to a failed login: the status and enhanced
@@ -314,7 +300,7 @@ func (s *Session) authFailed() {
 // Timeout is called when the client has been idle too long before logging in. It says
 // goodbye and closes; once logged in or closed it does nothing.
 func (s *Session) Timeout() []Action {
-	s.begin()
+	s.out.Begin()
 	switch s.state {
 	case StateDone, StateClosed:
 		return nil
@@ -323,7 +309,7 @@ func (s *Session) Timeout() []Action {
 	default:
 		s.terminate(codeInactivity, txtInactivity, "timeout")
 	}
-	return s.end()
+	return s.out.End()
 }
 
 // TLSStarted tells the session the handshake that ActStartTLS asked for is done. The
@@ -550,7 +536,7 @@ var cmdNames = [...]struct {
 func (s *Session) execute(name, params []byte) {
 	kind := cmdUnknown
 	for _, c := range cmdNames {
-		if srvEqualFold(name, c.name) {
+		if wire.EqualUpper(name, c.name) {
 			kind = c.kind
 			break
 		}
@@ -570,7 +556,7 @@ func (s *Session) execute(name, params []byte) {
 			s.answer(txtInvalidParams)
 		default:
 			s.answer(txtStartTLSOK)
-			s.emit(Action{Kind: ActStartTLS})
+			s.out.Emit(Action{Kind: ActStartTLS})
 			s.state = StateTLSWait
 		}
 	case cmdNOOP:
@@ -619,37 +605,31 @@ func (s *Session) ehlo(params []byte, old bool) {
 	}
 	s.bad = 0
 	if old {
-		s.out = append(s.out, "250 "...)
-		s.out = srvAppendText(s.out, s.hostname)
-		s.out = append(s.out, "\r\n"...)
+		s.out.B = append(s.out.B, "250 "...)
+		s.out.B = wire.AppendText(s.out.B, s.hostname)
+		s.out.B = append(s.out.B, "\r\n"...)
 		return
 	}
-	s.out = append(s.out, "250-"...)
-	s.out = srvAppendText(s.out, s.hostname)
-	s.out = append(s.out, "\r\n"...)
-	s.out = append(s.out, ehlo8BitMIME...)
+	s.out.B = append(s.out.B, "250-"...)
+	s.out.B = wire.AppendText(s.out.B, s.hostname)
+	s.out.B = append(s.out.B, "\r\n"...)
+	s.out.B = append(s.out.B, ehlo8BitMIME...)
 	if s.plaintextOK() {
 		// Dovecot sends "250-AUTH " with an empty list when no mechanism is left;
 		// the codec leaves the keyword out instead.
-		s.out = append(s.out, ehloAuth...)
+		s.out.B = append(s.out.B, ehloAuth...)
 	}
-	s.out = append(s.out, ehloMiddle...)
-	s.out = append(s.out, ehloSize...)
+	s.out.B = append(s.out.B, ehloMiddle...)
+	s.out.B = append(s.out.B, ehloSize...)
 	if s.maxSize > 0 {
-		s.out = append(s.out, ' ')
-		s.out = strconv.AppendInt(s.out, s.maxSize, 10)
+		s.out.B = append(s.out.B, ' ')
+		s.out.B = strconv.AppendInt(s.out.B, s.maxSize, 10)
 	}
-	s.out = append(s.out, "\r\n"...)
+	s.out.B = append(s.out.B, "\r\n"...)
 	if s.info.TLSAvailable && !s.info.TLS {
-		s.out = append(s.out, ehloStartTLS...)
+		s.out.B = append(s.out.B, ehloStartTLS...)
 	}
-	s.out = append(s.out, ehloPipelined...)
-}
-
-// emit adds a non-write action, after whatever was written so far.
-func (s *Session) emit(a Action) {
-	s.flushWrite()
-	s.acts = append(s.acts, a)
+	s.out.B = append(s.out.B, ehloPipelined...)
 }
 
 // answer writes a reply line, keeping count of bad commands as lib-smtp does
@@ -660,8 +640,8 @@ func (s *Session) answer(line string) {
 	if s.countBad(line) {
 		return
 	}
-	s.out = append(s.out, line...)
-	s.out = append(s.out, "\r\n"...)
+	s.out.B = append(s.out.B, line...)
+	s.out.B = append(s.out.B, "\r\n"...)
 }
 
 // answerText writes a reply line made of code and a text, with control bytes that
@@ -670,9 +650,9 @@ func (s *Session) answerText(code, text string) {
 	if s.countBad(code) {
 		return
 	}
-	s.out = append(s.out, code...)
-	s.out = srvAppendText(s.out, text)
-	s.out = append(s.out, "\r\n"...)
+	s.out.B = append(s.out.B, code...)
+	s.out.B = wire.AppendText(s.out.B, text)
+	s.out.B = append(s.out.B, "\r\n"...)
 }
 
 // answerRaw writes a reply made elsewhere (the backend's), counted like any other.
@@ -680,7 +660,7 @@ func (s *Session) answerRaw(reply []byte) {
 	if s.countBad(string(reply[:min(len(reply), 3)])) {
 		return
 	}
-	s.out = append(s.out, reply...)
+	s.out.B = append(s.out.B, reply...)
 }
 
 // countBad counts the reply that starts with line's status and reports whether it ended
@@ -704,13 +684,13 @@ func (s *Session) terminate(code, text, reason string) {
 	if s.state == StateClosed {
 		return
 	}
-	s.out = append(s.out, "421 "...)
-	s.out = append(s.out, code...)
-	s.out = append(s.out, ' ')
-	s.out = srvAppendText(s.out, s.hostname)
-	s.out = append(s.out, ' ')
-	s.out = append(s.out, text...)
-	s.out = append(s.out, "\r\n"...)
+	s.out.B = append(s.out.B, "421 "...)
+	s.out.B = append(s.out.B, code...)
+	s.out.B = append(s.out.B, ' ')
+	s.out.B = wire.AppendText(s.out.B, s.hostname)
+	s.out.B = append(s.out.B, ' ')
+	s.out.B = append(s.out.B, text...)
+	s.out.B = append(s.out.B, "\r\n"...)
 	s.close("", reason)
 }
 
@@ -720,38 +700,9 @@ func (s *Session) close(line, reason string) {
 		return
 	}
 	if line != "" {
-		s.out = append(s.out, line...)
-		s.out = append(s.out, "\r\n"...)
+		s.out.B = append(s.out.B, line...)
+		s.out.B = append(s.out.B, "\r\n"...)
 	}
-	data := s.out[s.flushed:len(s.out):len(s.out)]
-	s.flushed = len(s.out)
-	s.acts = append(s.acts, Action{Kind: ActClose, Data: data, Reason: reason})
+	s.out.Close(reason)
 	s.state = StateClosed
-}
-
-// flushWrite turns what was written since the last action into an ActWrite.
-func (s *Session) flushWrite() {
-	if len(s.out) > s.flushed {
-		s.acts = append(s.acts, Action{Kind: ActWrite, Data: s.out[s.flushed:len(s.out):len(s.out)]})
-		s.flushed = len(s.out)
-	}
-}
-
-// begin starts a call: the previous call's Data is no longer valid.
-func (s *Session) begin() {
-	if cap(s.out) > srvKeepBuffer || s.out == nil {
-		s.out = make([]byte, 0, srvFirstBuffer)
-	}
-	s.out, s.flushed = s.out[:0], 0
-	clear(s.acts)
-	s.acts = s.acts[:0]
-}
-
-// end finishes a call and returns its actions.
-func (s *Session) end() []Action {
-	s.flushWrite()
-	if len(s.acts) == 0 {
-		return nil
-	}
-	return s.acts
 }

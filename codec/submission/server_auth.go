@@ -60,7 +60,7 @@ var challenges = sasl.Challenges{
 
 // challenge sends a challenge of the exchange as a 334 and waits for the response line.
 func (s *Session) challenge(c []byte) {
-	s.out = append(s.out, challenges.Text(c)...)
+	s.out.B = append(s.out.B, challenges.Text(c)...)
 	// A 334 goes out outside lib-smtp's command replies: it doesn't touch the count of
 	// bad commands.
 	s.state = StateAuthContinue
@@ -133,7 +133,7 @@ func (s *Session) startAuth(mech string, tagEnd, userStart, passStart int) {
 		User:    names[userStart:],
 		Pass:    pass,
 	}
-	s.emit(Action{Kind: ActAuth, Creds: &s.creds})
+	s.out.Emit(Action{Kind: ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait
 }
 
