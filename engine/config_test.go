@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -119,6 +120,24 @@ func TestNormalizeUser(t *testing.T) {
 	} {
 		if got := normalizeUser(c.format, c.in); got != c.want {
 			t.Errorf("%s(%q) = %q, want %q", c.format, c.in, got, c.want)
+		}
+	}
+}
+
+func TestIsOwnListener(t *testing.T) {
+	srv := &Server{listeners: map[netip.AddrPort]*listener{
+		netip.MustParseAddrPort("127.0.0.1:1143"): {},
+		netip.MustParseAddrPort("0.0.0.0:143"):    {},
+	}, hostAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.10")}}
+	for target, want := range map[string]bool{
+		"127.0.0.1:1143":   true,
+		"127.0.0.2:1143":   false,
+		"127.0.0.3:143":    true,  // the wildcard listener, on loopback
+		"192.0.2.10:143":   true,  // the wildcard listener, on this host's address
+		"198.51.100.7:143": false, // a backend elsewhere on the same port
+	} {
+		if got := srv.isOwnListener(netip.MustParseAddrPort(target)); got != want {
+			t.Errorf("%s: %v, want %v", target, got, want)
 		}
 	}
 }

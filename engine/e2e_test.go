@@ -81,16 +81,30 @@ func startProxy(t *testing.T, passwd string, extra string) *proxy {
 	return startProxyFor(t, "imap", passwd, extra)
 }
 
+// startProxyAt is startProxy on a given port.
+func startProxyAt(t *testing.T, port int, passwd string) *proxy {
+	t.Helper()
+	return startProxyOn(t, port, "imap", passwd, "")
+}
+
 // startProxyFor is startProxy with one listener of the given protocol.
 func startProxyFor(t *testing.T, protocol, passwd string, extra string) *proxy {
+	t.Helper()
+	return startProxyOn(t, 0, protocol, passwd, extra)
+}
+
+// startProxyOn is startProxyFor on a given port (0: a free one).
+func startProxyOn(t *testing.T, port int, protocol, passwd string, extra string) *proxy {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "users.passwd"), []byte(passwd), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
+	if port == 0 {
+		var err error
+		if port, err = testenv.FreePort(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	yml := fmt.Sprintf(`listeners:

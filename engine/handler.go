@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -57,8 +59,11 @@ type session struct {
 	user    string
 	target  string // the backend, once known
 
-	clientTLS bool   // the PROXY header said the client's TLS ended at the balancer
-	lbID      string // the PROXY header's unique id, kept with the session id
+	ttl       int        // proxy TTL: proxyTTL, or what a trusted previous hop sent
+	forward   []login.KV // x-forward-* from a trusted previous hop
+	idSeen    bool       // only the first ID of a connection may override (Dovecot)
+	clientTLS bool       // the PROXY header said the client's TLS ended at the balancer
+	lbID      string     // the PROXY header's unique id, kept with the session id
 
 	started  time.Time
 	loginAt  time.Duration // time from accept to the end of the backend login
@@ -124,6 +129,7 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 func (s *session) begin() []byte {
 	srv := s.srv
 	s.id = sessionID(s.started, s.remote)
+	s.ttl = proxyTTL
 	// Dovecot's "secured": TLS (here: ended at a load balancer that said so in its PROXY
 	// header), a loopback client talking to its own address, or login_trusted_networks.
 	secured := s.clientTLS || srv.isTrusted(s.remote.Addr()) || s.remote.Addr() == s.local.Addr()
@@ -234,7 +240,7 @@ func (s *session) do(actions []login.Action) gnet.Action {
 		case login.ActAuth:
 			s.startLogin(a.Creds)
 		case login.ActID:
-			// Trusted-network ID overrides land with the issue on client addresses.
+			s.applyID(a.IDParams)
 		}
 	}
 	return gnet.None
@@ -375,4 +381,50 @@ func (s *session) onHeader() gnet.Action {
 		return s.onInput()
 	}
 	return gnet.None
+}
+
+// applyID takes what a trusted previous hop says in its ID, as Dovecot's imap-login does for
+// clients in login_trusted_networks, on the connection's first ID only: the client's and
+// the connected address, the session id, the proxy TTL and x-forward-* fields. From anyone
+// else these keys are ignored.
+func (s *session) applyID(params []login.IDParam) {
+	if s.idSeen {
+		return
+	}
+	s.idSeen = true
+	if !s.srv.isTrusted(s.remote.Addr()) {
+		return
+	}
+	remote, local := s.remote, s.local
+	for _, p := range params {
+		switch k := strings.ToLower(p.Key); {
+		case k == "x-originating-ip":
+			if a, err := netip.ParseAddr(p.Value); err == nil {
+				remote = netip.AddrPortFrom(a.Unmap(), remote.Port())
+			}
+		case k == "x-originating-port":
+			if n, err := strconv.ParseUint(p.Value, 10, 16); err == nil {
+				remote = netip.AddrPortFrom(remote.Addr(), uint16(n))
+			}
+		case k == "x-connected-ip":
+			if a, err := netip.ParseAddr(p.Value); err == nil {
+				local = netip.AddrPortFrom(a.Unmap(), local.Port())
+			}
+		case k == "x-connected-port":
+			if n, err := strconv.ParseUint(p.Value, 10, 16); err == nil {
+				local = netip.AddrPortFrom(local.Addr(), uint16(n))
+			}
+		case k == "x-session-id" || k == "x-session-ext-id":
+			if p.Value != "" && len(p.Value) <= 64 {
+				s.id = p.Value
+			}
+		case k == "x-proxy-ttl":
+			if n, err := strconv.Atoi(p.Value); err == nil && n >= 0 {
+				s.ttl = n
+			}
+		case strings.HasPrefix(k, "x-forward-") && len(k) > len("x-forward-"):
+			s.forward = append(s.forward, login.KV{Key: p.Key[len("x-forward-"):], Value: p.Value})
+		}
+	}
+	s.remote, s.local = remote, local
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,8 @@ const maxDelayUntil = 300 * time.Second
 // goroutine never touches loop-owned state.
 type loginRequest struct {
 	proto   *protocol
+	ttl     int        // this hop's TTL; the backend is told ttl-1
+	forward []login.KV // forward fields from a trusted previous hop
 	id      string
 	creds   login.Credentials
 	remote  netip.AddrPort
@@ -55,7 +58,7 @@ func (s *session) startLogin(cr *login.Credentials) {
 	s.user = cr.User
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	req := &loginRequest{proto: s.lst.proto, id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
+	req := &loginRequest{proto: s.lst.proto, ttl: s.ttl, forward: s.forward, id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
 	el := s.c.EventLoop()
 	go func() {
 		out := s.srv.safeLogin(ctx, req)
@@ -192,6 +195,26 @@ func sideName(sd relay.Side) string {
 		return "backend"
 	}
 	return "proxy"
+}
+
+// isOwnListener reports whether a backend address is one of this process's own listeners
+// (Dovecot compares with the connection's local address; a trusted hop's ID may have
+// replaced that, so the listeners themselves are the safer test).
+func (srv *Server) isOwnListener(target netip.AddrPort) bool {
+	for ap := range srv.listeners {
+		if ap.Port() != target.Port() {
+			continue
+		}
+		if ap.Addr() == target.Addr() {
+			return true
+		}
+		// A wildcard listener is ours on every address of this host, and only there: a
+		// backend on another host may well use the same port.
+		if ap.Addr().IsUnspecified() && (target.Addr().IsLoopback() || slices.Contains(srv.hostAddrs, target.Addr())) {
+			return true
+		}
+	}
+	return false
 }
 
 // normalizeUser applies auth_username_format: %u as typed, %Lu lower case, %n and %Ln the
@@ -352,7 +375,13 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	if destUser == "" {
 		destUser = out.user
 	}
-	if target == req.local && destUser == out.user {
+	if req.ttl <= 1 {
+		// Dovecot: a REMOTE_CONFIG failure, so the client gets [SERVERBUG].
+		out.result = login.AuthResult{Status: login.AuthServerBug}
+		out.reason = "TTL reached zero - proxies appear to be looping?"
+		return out
+	}
+	if srv.isOwnListener(target) && destUser == out.user {
 		out.result = login.AuthResult{Status: login.AuthUnavailable}
 		out.reason = "Proxying loops to itself"
 		return out
@@ -370,6 +399,7 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	if p.SourceIP != "" {
 		source, _ = netip.ParseAddr(p.SourceIP)
 	}
+	forward := forwardFields(req.forward, p.Forward)
 	bp := &login.BackendParams{
 		ClientTag:            req.creds.Tag,
 		User:                 destUser,
@@ -379,8 +409,8 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		NotTrusted:           p.ProxyNotTrusted,
 		ClientSentCapability: req.creds.CapabilitySeen,
 		NoPipelining:         p.ProxyNoPipelining,
-		ID:                   idFields(req, p.Forward),
-		Client:               clientInfo(req, p.Forward),
+		ID:                   idFields(req, forward),
+		Client:               clientInfo(req, forward),
 		NoAuth:               p.ProxyNoAuth,
 	}
 	var (
@@ -428,30 +458,44 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 }
 
 // clientInfo is who the client is, for XCLIENT.
-func clientInfo(req *loginRequest, forward []route.KV) login.ClientInfo {
+func clientInfo(req *loginRequest, forward []login.KV) login.ClientInfo {
 	ci := login.ClientInfo{
 		SessionID:  req.id,
 		RemoteIP:   req.remote.Addr().String(),
 		RemotePort: int(req.remote.Port()),
 		LocalIP:    req.local.Addr().String(),
 		LocalPort:  int(req.local.Port()),
-		TTL:        proxyTTL - 1,
+		TTL:        req.ttl - 1,
 	}
-	for _, kv := range forward {
-		ci.Forward = append(ci.Forward, login.KV{Key: kv.Key, Value: kv.Value})
-	}
+	ci.Forward = forward
 	return ci
 }
 
+// forwardFields are the forward_* fields for the next hop: those a trusted previous hop sent,
+// then the passdb's own, which win over a received field of the same name (Dovecot imports
+// received ones as passdb fields that the passdb may set again).
+func forwardFields(received []login.KV, passdb []route.KV) []login.KV {
+	var out []login.KV
+	for _, kv := range received {
+		if !slices.ContainsFunc(passdb, func(p route.KV) bool { return p.Key == kv.Key }) {
+			out = append(out, kv)
+		}
+	}
+	for _, kv := range passdb {
+		out = append(out, login.KV{Key: kv.Key, Value: kv.Value})
+	}
+	return out
+}
+
 // idFields builds the ID Dovecot's IMAP proxy sends, in Dovecot's key order.
-func idFields(req *loginRequest, forward []route.KV) []login.BackendIDField {
+func idFields(req *loginRequest, forward []login.KV) []login.BackendIDField {
 	f := []login.BackendIDField{
 		{Key: "x-session-id", Value: req.id},
 		{Key: "x-originating-ip", Value: req.remote.Addr().String()},
 		{Key: "x-originating-port", Value: strconv.Itoa(int(req.remote.Port()))},
 		{Key: "x-connected-ip", Value: req.local.Addr().String()},
 		{Key: "x-connected-port", Value: strconv.Itoa(int(req.local.Port()))},
-		{Key: "x-proxy-ttl", Value: strconv.Itoa(proxyTTL - 1)},
+		{Key: "x-proxy-ttl", Value: strconv.Itoa(req.ttl - 1)},
 	}
 	for _, kv := range forward {
 		f = append(f, login.BackendIDField{Key: "x-forward-" + kv.Key, Value: kv.Value})

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -37,6 +38,7 @@ type Server struct {
 
 	trusted   []netip.Prefix
 	haproxies []netip.Prefix // haproxy_trusted_networks
+	hostAddrs []netip.Addr   // this host's addresses, for the proxy-loop check
 	listeners map[netip.AddrPort]*listener
 	imapCfg   imap.Config
 	pop3Cfg   pop3.Config
@@ -106,6 +108,13 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 			return nil, err
 		}
 		s.listeners[ap] = &listener{Listener: l, addr: ap, proto: protocols[l.Protocol]}
+	}
+	if ifaddrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range ifaddrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				s.hostAddrs = append(s.hostAddrs, p.Addr().Unmap())
+			}
+		}
 	}
 	var err error
 	if s.dialer, err = newDialer(cfg.LoginSourceIPs); err != nil {

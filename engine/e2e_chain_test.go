@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"doorman/engine/testenv"
+)
+
+// Doorman → Doorman → Dovecot: the second hop trusts the first (login_trusted_networks)
+// and takes the client's address, session id and forward fields from its ID, so the
+// backend logs the client's own address. A loop of two proxies is stopped by the TTL with
+// Dovecot's reply, and both processes live on.
+func TestChainKeepsClientAddressAndStopsLoops(t *testing.T) {
+	be := sharedBackend(t)
+	second := startProxy(t, passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(be.IMAPAddr)), "")
+	first := startProxy(t, passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(second.addr)+" forward_tenant=t1"), "")
+
+	c := dial(t, first.addr, "127.0.0.16")
+	c.send("a LOGIN alice secret\r\n")
+	expectPrefix(t, last(c.until("a", 10*time.Second)), "a OK")
+	c.send("b LOGOUT\r\n")
+	c.until("b", 10*time.Second)
+	c.c.Close()
+	waitFor(t, func() bool {
+		log, _ := be.Log()
+		return strings.Contains(log, "rip=127.0.0.16")
+	}, "backend log shows the original client 127.0.0.16 through two proxies")
+	// The second hop logged the client, and the first hop's session id.
+	waitFor(t, func() bool { return first.logs.FilterMessage("session ended").Len() == 1 }, "first hop's end line")
+	firstID := first.logs.FilterMessage("session ended").All()[0].ContextMap()["session"].(string)
+	waitFor(t, func() bool {
+		for _, e := range second.logs.FilterMessage("session ended").All() {
+			m := e.ContextMap()
+			if strings.HasPrefix(m["remote"].(string), "127.0.0.16:") && m["session"] == firstID {
+				return true
+			}
+		}
+		return false
+	}, "second hop's end line with the client's address and the first hop's session id")
+
+	// A loop: A sends alice to B, B sends her back to A.
+	portA, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startProxy(t, passwdLine("alice", "", fmt.Sprintf("proxy nopassword host=127.0.0.1 port=%d", portA)), "")
+	a := startProxyAt(t, portA, passwdLine("alice", "", "proxy nopassword host=127.0.0.1 port="+portOf(b.addr)))
+	l := dial(t, a.addr, "")
+	l.send("a LOGIN alice secret\r\n")
+	if got := last(l.until("a", 20*time.Second)); got != "a NO [SERVERBUG] Account is temporarily unavailable.\r\n" {
+		for _, p := range []*proxy{a, b} {
+			for _, e := range p.logs.FilterMessage("login failed").All() {
+				t.Logf("%s: %v", p.addr, e.ContextMap())
+			}
+		}
+		t.Fatalf("proxy loop: %q", got)
+	}
+	waitFor(t, func() bool {
+		for _, p := range []*proxy{a, b} {
+			for _, e := range p.logs.FilterMessage("login failed").All() {
+				if strings.Contains(e.ContextMap()["reason"].(string), "TTL reached zero") {
+					return true
+				}
+			}
+		}
+		return false
+	}, "a hop logged that the TTL reached zero")
+	// Both still serve.
+	for _, p := range []*proxy{a, b} {
+		d := dial(t, p.addr, "")
+		d.send("z NOOP\r\n")
+		expectPrefix(t, last(d.until("z", 5*time.Second)), "z OK")
+	}
+}
