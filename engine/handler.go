@@ -136,6 +136,7 @@ func (s *session) begin() []byte {
 	s.fe = s.lst.proto.newFrontend(srv, login.SessionInfo{
 		Secured:          secured,
 		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth,
+		Trusted:          srv.isTrusted(s.remote.Addr()),
 	})
 	s.stage = StageAuth
 	s.loop.touch(s)

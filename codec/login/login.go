@@ -47,6 +47,11 @@ type SessionInfo struct {
 	TLSAvailable bool
 	// TLS: the connection is already encrypted (implicit TLS). Implies Secured.
 	TLS bool
+	// Trusted: the client is in login_trusted_networks, so it may say who the real client
+	// is (IMAP ID x-* keys, XCLIENT): the codec reports that as an ActID with the ID key
+	// names (x-originating-ip, x-originating-port, x-connected-ip, x-connected-port,
+	// x-session-id, x-proxy-ttl, x-forward-<name>), whatever its protocol calls them.
+	Trusted bool
 }
 
 // ActionKind says what the engine must do.
@@ -60,7 +65,8 @@ const (
 	ActAuth
 	// ActClose: send Data (may be empty), then close. Reason says why, for the logs.
 	ActClose
-	// ActID: the client sent ID; IDParams holds its pairs (NIL values as "").
+	// ActID: the client sent ID (or, in POP3, Submission and ManageSieve, a trusted
+	// client's XCLIENT, in ID's key names); IDParams holds its pairs (NIL values as "").
 	ActID
 	// ActStartTLS: STARTTLS was accepted (the OK is in an ActWrite before it). Feed
 	// consumes nothing until TLSStarted. The engine must drop every byte the client

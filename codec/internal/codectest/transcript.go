@@ -8,7 +8,7 @@ package codectest
 // Format, one directive per line ("#" starts a comment line, blank lines are skipped):
 //
 //	O: key=value   session option, before anything else. Every protocol takes secured,
-//	               plaintext, tls (STARTTLS/STLS available) and implicit-tls (bool);
+//	               plaintext, tls (STARTTLS/STLS available), implicit-tls and trusted (bool);
 //	               the rest is the protocol's (Frontend.Option). Defaults: not
 //	               secured, plaintext allowed, no TLS, Frontend.Config.
 //	C: bytes       the client sends bytes. Consecutive C: lines form one chunk, fed
@@ -578,6 +578,8 @@ func (tr *transcript[C]) option(fe *Frontend[C], kv string) error {
 		return flag(&tr.info.TLSAvailable)
 	case "implicit-tls":
 		return flag(&tr.info.TLS)
+	case "trusted":
+		return flag(&tr.info.Trusted)
 	}
 	set := fe.Options(tr.cfg)[k]
 	if set == nil {
