@@ -51,7 +51,29 @@ func (d *dialer) pick(override netip.Addr) netip.Addr {
 	return d.sources[int(i)%len(d.sources)]
 }
 
+// dial connects to target. When a source address has no port left for target (or cannot
+// be bound), the next of login_source_ips is tried; when every one fails so, the error says
+// that the sources are exhausted. A passdb source_ip is used alone.
 func (d *dialer) dial(ctx context.Context, target netip.AddrPort, source netip.Addr, deadline time.Time) (*net.TCPConn, error) {
+	tries := 1
+	if !source.IsValid() && len(d.sources) > 1 {
+		tries = len(d.sources)
+	}
+	var err error
+	for i := 0; i < tries; i++ {
+		var c *net.TCPConn
+		c, err = d.dialFrom(ctx, target, d.pick(source), deadline)
+		if err == nil || !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return c, err
+		}
+	}
+	if tries > 1 {
+		return nil, fmt.Errorf("every login_source_ips address is out of ports to %s: %w", target, err)
+	}
+	return nil, err
+}
+
+func (d *dialer) dialFrom(ctx context.Context, target netip.AddrPort, src netip.Addr, deadline time.Time) (*net.TCPConn, error) {
 	nd := net.Dialer{
 		Deadline: deadline,
 		Control: func(network, address string, c syscall.RawConn) error {
@@ -65,7 +87,7 @@ func (d *dialer) dial(ctx context.Context, target netip.AddrPort, source netip.A
 			return serr
 		},
 	}
-	if src := d.pick(source); src.IsValid() {
+	if src.IsValid() {
 		nd.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
 	c, err := nd.DialContext(ctx, "tcp", target.String())

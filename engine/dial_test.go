@@ -1,0 +1,76 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// login_source_ips round robin, and the move to the next address when one cannot be used
+// (an address not on this host: binding it fails at once, no packet leaves).
+func TestDialerSources(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	target := netip.MustParseAddrPort(ln.Addr().String())
+	deadline := time.Now().Add(5 * time.Second)
+
+	d, err := newDialer([]string{"127.0.0.31", "127.0.0.32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for i := 0; i < 4; i++ {
+		c, err := d.dial(context.Background(), target, netip.Addr{}, deadline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = append(seen, c.LocalAddr().(*net.TCPAddr).IP.String())
+		c.Close()
+	}
+	if strings.Join(seen, " ") != "127.0.0.31 127.0.0.32 127.0.0.31 127.0.0.32" {
+		t.Fatalf("round robin: %v", seen)
+	}
+	// A passdb source_ip wins over the list.
+	c, err := d.dial(context.Background(), target, netip.MustParseAddr("127.0.0.33"), deadline)
+	if err != nil || c.LocalAddr().(*net.TCPAddr).IP.String() != "127.0.0.33" {
+		t.Fatalf("source_ip: %v %v", c, err)
+	}
+	c.Close()
+
+	const notHere1, notHere2 = "203.0.113.77", "203.0.113.78"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if strings.HasPrefix(a.String(), notHere1+"/") || strings.HasPrefix(a.String(), notHere2+"/") {
+				t.Skipf("%s is an address of this host", a)
+			}
+		}
+	}
+	d, _ = newDialer([]string{notHere1, "127.0.0.34"})
+	for i := 0; i < 2; i++ {
+		c, err := d.dial(context.Background(), target, netip.Addr{}, deadline)
+		if err != nil || c.LocalAddr().(*net.TCPAddr).IP.String() != "127.0.0.34" {
+			t.Fatalf("an unusable source was not skipped: %v %v", c, err)
+		}
+		c.Close()
+	}
+	d, _ = newDialer([]string{notHere1, notHere2})
+	if _, err := d.dial(context.Background(), target, netip.Addr{}, deadline); err == nil ||
+		!strings.Contains(err.Error(), "every login_source_ips address is out of ports") {
+		t.Fatalf("all sources unusable: %v", err)
+	}
+}
