@@ -75,3 +75,43 @@ func TestChainKeepsClientAddressAndStopsLoops(t *testing.T) {
 		expectPrefix(t, last(d.until("z", 5*time.Second)), "z OK")
 	}
 }
+
+// The same chain for POP3, Submission and ManageSieve: the first Doorman tells the second,
+// which trusts it, who the client is by XCLIENT; the second tells Dovecot the same way.
+func TestChainXCLIENT(t *testing.T) {
+	be := sharedBackend(t)
+	for i, c := range []struct {
+		proto, backend, login, ok, service string
+	}{
+		{"pop3", be.POP3Addr, "USER alice\r\nPASS secret\r\n", "+OK Logged in", "pop3-login"},
+		{"submission", be.SubmissionAddr, "EHLO client.example\r\nAUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n", "235 ", "submission-login"},
+		{"managesieve", be.SieveAddr, "AUTHENTICATE \"PLAIN\" \"" + b64("\x00alice\x00secret") + "\"\r\n", "OK \"Logged in", "managesieve-login"},
+	} {
+		t.Run(c.proto, func(t *testing.T) {
+			second := startProxyFor(t, c.proto, passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(c.backend)), "")
+			first := startProxyFor(t, c.proto, passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(second.addr)), "")
+			from := fmt.Sprintf("127.0.0.%d", 20+i)
+			cl := dial(t, first.addr, from)
+			cl.send(c.login)
+			for {
+				l := cl.line(10 * time.Second)
+				if strings.HasPrefix(l, c.ok) {
+					break
+				}
+				if strings.HasPrefix(l, "-ERR") || strings.HasPrefix(l, "NO") || strings.HasPrefix(l, "4") || strings.HasPrefix(l, "5") {
+					t.Fatalf("login through two proxies: %q", l)
+				}
+			}
+			cl.c.Close()
+			waitFor(t, func() bool {
+				log, _ := be.Log()
+				for _, l := range strings.Split(log, "\n") {
+					if strings.Contains(l, c.service) && strings.Contains(l, "rip="+from) {
+						return true
+					}
+				}
+				return false
+			}, "backend log shows "+c.service+" rip="+from+" through two proxies")
+		})
+	}
+}

@@ -9,7 +9,7 @@ import (
 )
 
 // FuzzSession: see codectest.FuzzSession. Bits of the first byte beyond the shared
-// ones: 8 a short MaxLine, 16 MaxBadCommands 10.
+// ones: 8 a short MaxLine, 16 MaxBadCommands 10, 32 a trusted client.
 func FuzzSession(f *testing.F) { codectest.FuzzSession(f, os.DirFS("."), frontend) }
 
 func fuzzSession(flags byte, info login.SessionInfo) (codectest.Session, int) {
@@ -22,14 +22,19 @@ func fuzzSession(flags byte, info login.SessionInfo) (codectest.Session, int) {
 	if flags&16 != 0 {
 		cfg.MaxBadCommands = 10
 	}
+	info.Trusted = flags&32 != 0
 	s := NewSession(cfg, info)
 	return codectest.Adapt[State](s), s.maxLine + 2 + 2*saslMaxResponse + 2
 }
 
 // fuzzFlags are the bits of a transcript's seed beyond the shared ones.
-func fuzzFlags(c *Config, _ login.SessionInfo) byte {
+func fuzzFlags(c *Config, info login.SessionInfo) byte {
+	var f byte
 	if c.MaxLine > 0 {
-		return 8
+		f |= 8
 	}
-	return 0
+	if info.Trusted {
+		f |= 32
+	}
+	return f
 }

@@ -4,10 +4,11 @@
 // backend side (logging in on the user's behalf). They behave, byte for byte, like
 // Pigeonhole 0.5.21's managesieve-login proxy on Dovecot 2.3.21; where they differ, the
 // comment there says so. In short: Dovecot's 1 KiB input buffer isn't copied (one
-// argument may use the whole line limit); XCLIENT from clients is always refused (the
-// engine has no trusted networks to tell); pipelined commands after an AUTHENTICATE
-// that fails at once are answered (Dovecot waits for more input); backend responses may
-// hold literals, an OK a resp-code, and a bare "NO (TRYLATER)" is a temporary failure.
+// argument may use the whole line limit); a refused XCLIENT from a trusted client
+// changes nothing (Dovecot keeps the good values it met before the bad one); pipelined
+// commands after an AUTHENTICATE that fails at once are answered (Dovecot waits for
+// more input); backend responses may hold literals, an OK a resp-code, and a bare
+// "NO (TRYLATER)" is a temporary failure.
 //
 // The package does no I/O: it is fed bytes and returns actions. It must not import net,
 // log, start goroutines or read the clock; time passes in as events (Session.Timeout).
@@ -171,6 +172,12 @@ type Session struct {
 	creds   login.Credentials
 	scratch []byte
 
+	// XCLIENT from a trusted client: its arguments so far, and the ActID it makes.
+	xc       xclientArgs
+	idBuf    []byte
+	idEnds   []int
+	idParams []login.IDParam
+
 	// Output of the current call.
 	out wire.Output
 
@@ -229,8 +236,8 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 func (s *Session) plaintextOK() bool { return s.info.Secured || s.info.PlaintextAllowed }
 
 // buildCapability makes the greeting and the capability lines, as Pigeonhole's
-// client_send_capabilities does, in one allocation. Dovecot never announces XCLIENT
-// here unless the client is trusted, which SessionInfo can't say: Doorman doesn't.
+// client_send_capabilities does, in one allocation. XCLIENT is announced, last, to
+// trusted clients only.
 func (s *Session) buildCapability() {
 	size := 160 + 2*(len(s.impl)+len(s.sieve)+len(s.notify)+len(s.greetingText))
 	buf := make([]byte, 0, size)
@@ -254,6 +261,9 @@ func (s *Session) buildCapability() {
 		buf = append(buf, capStartTLS...)
 	}
 	buf = append(buf, capVersion...)
+	if s.info.Trusted {
+		buf = append(buf, capXclient...)
+	}
 	n := len(buf)
 	buf = append(buf, "OK "...)
 	buf = appendQuoted(buf, s.greetingText, true)
@@ -305,6 +315,7 @@ func (s *Session) State() State {
 // are actions, not errors.
 func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err error) {
 	s.out.Begin()
+	s.idParams = s.idParams[:0]
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
@@ -583,6 +594,10 @@ func (s *Session) token(cmd []byte) (n int, more, done bool) {
 		if s.nargs == 1 {
 			s.saslToken(t, &s.arg0)
 		}
+	case cmdXclient:
+		if s.info.Trusted {
+			s.xclientArg(t, cmd)
+		}
 	default:
 		if s.nargs == 1 {
 			s.arg0 = t
@@ -628,6 +643,7 @@ func (s *Session) skipFrom(pos int) (int, bool) {
 // resetCommand gets ready for the next command, or the next SASL response.
 func (s *Session) resetCommand() {
 	s.nargs, s.hasSASL, s.saslSpan, s.badSASL = 0, false, 0, false
+	s.xc = xclientArgs{}
 	if s.state == StateAuthContinue {
 		s.startResponse()
 		return
@@ -692,9 +708,13 @@ func (s *Session) execute(cmd []byte) {
 			s.state = StateTLSWait
 		}
 	case cmdXclient:
-		// Only login_trusted_networks may send it, and SessionInfo can't say a client
-		// is trusted: every client gets Dovecot's refusal (not counted as invalid).
-		s.out.B = append(s.out.B, txtXclientNo...)
+		// Only login_trusted_networks may send it: others get Dovecot's refusal (not
+		// counted as invalid). See xclient.go.
+		if !s.info.Trusted {
+			s.out.B = append(s.out.B, txtXclientNo...)
+			return
+		}
+		s.xclient(cmd)
 	case cmdAuthenticate:
 		switch {
 		case s.nargs == 0:

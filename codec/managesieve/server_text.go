@@ -14,6 +14,7 @@ const (
 	capSASLNone       = `"SASL" ""` + "\r\n"
 	capStartTLS       = `"STARTTLS"` + "\r\n"
 	capVersion        = `"VERSION" "1.0"` + "\r\n"
+	capXclient        = `"XCLIENT"` + "\r\n" // trusted clients only
 
 	txtCapabilityOK = `OK "Capability completed."` + "\r\n"
 	txtNoopOK       = `OK "NOOP Completed"` + "\r\n"
@@ -22,6 +23,7 @@ const (
 	txtNoopBadTag   = `NO "Invalid echo tag."` + "\r\n"
 	txtLogoutOK     = `OK "Logout completed."` + "\r\n"
 	txtXclientNo    = `NO "You are not from trusted IP"` + "\r\n"
+	txtXclientOK    = `OK "Updated"` + "\r\n"
 	txtBadCommand   = `NO "Error in MANAGESIEVE command received by server."` + "\r\n"
 	txtByeTooMany   = `BYE "Too many invalid MANAGESIEVE commands."` + "\r\n"
 	txtTLSOK        = `OK "TLS negotiation successful."` + "\r\n" // managesieve_client_starttls

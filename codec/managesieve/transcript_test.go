@@ -6,6 +6,7 @@ package managesieve
 //	O: options     greeting, implementation, sieve, notify (text, with the escapes);
 //	               maxline, maxbad (int). Defaults: the package's.
 //	A: actions     auth mech=LOGIN [authzid=z] user=alice pass=secret (no tag)
+//	               id x-originating-ip=192.0.2.1 ... (a trusted client's XCLIENT)
 //	               close reason=logout
 //	               starttls
 //	E: tls         TLSStarted's writes (the capabilities again) follow as S: lines.
@@ -43,6 +44,7 @@ var frontend = &codectest.Frontend[Config]{
 		"authentication response too large", "output buffer full", "timeout",
 	},
 	ErrClosed: ErrClosed,
+	ID:        true, // a trusted client's XCLIENT
 }
 
 func TestTranscripts(t *testing.T) { codectest.Transcripts(t, os.DirFS("."), frontend) }

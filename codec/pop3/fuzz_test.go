@@ -9,7 +9,7 @@ import (
 )
 
 // FuzzSession: see codectest.FuzzSession. Bits of the first byte beyond the shared
-// ones: 8 a short MaxLine, 16 MaxAuthAttempts 2, 32 implicit TLS.
+// ones: 8 a short MaxLine, 16 MaxAuthAttempts 2, 32 implicit TLS, 64 a trusted client.
 func FuzzSession(f *testing.F) { codectest.FuzzSession(f, os.DirFS("."), frontend) }
 
 func fuzzSession(flags byte, info login.SessionInfo) (codectest.Session, int) {
@@ -23,6 +23,9 @@ func fuzzSession(flags byte, info login.SessionInfo) (codectest.Session, int) {
 	if flags&32 != 0 {
 		info.TLS = true
 	}
+	if flags&64 != 0 {
+		info.Trusted = true
+	}
 	s := NewSession(cfg, info)
 	return codectest.Adapt[State](s), s.maxLine + 2 + srvAuthBufMax + 2
 }
@@ -35,6 +38,9 @@ func fuzzFlags(c *Config, info login.SessionInfo) byte {
 	}
 	if info.TLS {
 		flags |= 32
+	}
+	if info.Trusted {
+		flags |= 64
 	}
 	return flags
 }

@@ -173,13 +173,17 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 // plaintextOK reports whether USER/PASS, PLAIN and LOGIN may be used.
 func (s *Session) plaintextOK() bool { return s.info.Secured || s.info.PlaintextAllowed }
 
-// buildTexts makes the greeting and the answers to CAPA and AUTH, which depend on the
+// buildTexts makes the greeting ("+OK [XCLIENT] <greeting>" for a trusted client) and the answers to CAPA and AUTH, which depend on the
 // connection's state, in one allocation (Dovecot's cmd_capa and cmd_auth).
 func (s *Session) buildTexts() {
 	stls := s.info.TLSAvailable && !s.info.TLS
 	plain := s.plaintextOK()
-	buf := make([]byte, 0, 4+len(s.greetingText)+2+len(txtCapaHead)+64+len(txtMechListHead)+len(txtMechList)+3)
+	buf := make([]byte, 0, 4+len(txtGreetingXCLIENT)+len(s.greetingText)+2+len(txtCapaHead)+64+len(txtMechListHead)+len(txtMechList)+3)
 	buf = append(buf, "+OK "...)
+	if s.info.Trusted {
+		// Dovecot's extension to spare a trusted proxy asking CAPA.
+		buf = append(buf, txtGreetingXCLIENT...)
+	}
 	buf = wire.AppendText(buf, s.greetingText)
 	buf = append(buf, txtNewline...)
 	g := len(buf)
@@ -507,10 +511,11 @@ func (s *Session) execute(args []byte) {
 	case "QUIT":
 		s.out.B = append(s.out.B, txtQuit...)
 		s.close("", "logout")
-	case "XCLIENT", "XOIP":
-		// XOIP <ip> is Zimbra's nginx saying XCLIENT ADDR=<ip>. Only trusted clients
-		// may use either, and the engine doesn't tell the codec of any yet.
-		s.out.B = append(s.out.B, txtXCLIENTIgnored...)
+	case "XCLIENT":
+		s.cmdXCLIENT(args, false)
+	case "XOIP":
+		// XOIP <ip> is Zimbra's nginx saying XCLIENT ADDR=<ip>.
+		s.cmdXCLIENT(args, true)
 	default:
 		s.out.B = append(s.out.B, txtUnknownCommand...)
 		s.bad++

@@ -17,6 +17,10 @@ const (
 	txtUnknownCommand = "-ERR Unknown command.\r\n"
 	txtTooManyBad     = "-ERR Too many invalid bad commands.\r\n"
 	txtXCLIENTIgnored = "+OK You are not from trusted IP - ignoring\r\n"
+	txtXCLIENTUpdated = "+OK Updated\r\n"
+	txtXCLIENTInvalid = "-ERR Invalid parameters\r\n"
+	// client_send_greeting, for a trusted client: "+OK [XCLIENT] <login_greeting>".
+	txtGreetingXCLIENT = "[XCLIENT] "
 
 	// src/pop3-login/client-authenticate.c, with src/pop3/pop3-capability.h's
 	// POP3_CAPABILITY_REPLY.

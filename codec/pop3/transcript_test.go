@@ -8,6 +8,7 @@ package pop3
 //	A: actions     auth mech=USER [authzid=z] user=alice pass=secret (no tag)
 //	               close reason=logout
 //	               starttls
+//	               id [x-originating-ip=... ...] (a trusted client's XCLIENT or XOIP)
 
 import (
 	"os"
@@ -19,6 +20,7 @@ import (
 
 var frontend = &codectest.Frontend[Config]{
 	MinFiles: 20,
+	ID:       true, // a trusted client's XCLIENT is reported as an ActID
 	Options: func(c *Config) map[string]func(string) error {
 		return map[string]func(string) error{
 			"greeting": codectest.Text(&c.Greeting),

@@ -8,7 +8,8 @@ import (
 )
 
 // FuzzSession: see codectest.FuzzSession. Bits of the first byte beyond the shared
-// ones: 8 a short MaxLine, 16 MaxAuthAttempts 2, 32 MaxBadCommands 3.
+// ones: 8 a short MaxLine, 16 MaxAuthAttempts 2, 32 MaxBadCommands 3, 64 a trusted client
+// (XCLIENT).
 func FuzzSession(f *testing.F) { codectest.FuzzSession(f, os.DirFS("."), frontend) }
 
 func fuzzSession(flags byte, info SessionInfo) (codectest.Session, int) {
@@ -22,6 +23,15 @@ func fuzzSession(flags byte, info SessionInfo) (codectest.Session, int) {
 	if flags&32 != 0 {
 		cfg.MaxBadCommands = 3
 	}
+	info.Trusted = flags&64 != 0
 	s := NewSession(cfg, info)
 	return codectest.Adapt[State](s), max(srvMaxName+1+s.maxLine+4, srvAuthMaxLine+2)
+}
+
+// fuzzFlags gives a transcript's seed its trusted bit.
+func fuzzFlags(_ *Config, info SessionInfo) byte {
+	if info.Trusted {
+		return 64
+	}
+	return 0
 }

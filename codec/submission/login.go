@@ -14,6 +14,7 @@ type (
 	BackendParams  = login.BackendParams
 	ClientInfo     = login.ClientInfo
 	KV             = login.KV
+	IDParam        = login.IDParam
 	BackendOutcome = login.BackendOutcome
 	BackendResult  = login.BackendResult
 )
@@ -23,6 +24,7 @@ const (
 	ActAuth     = login.ActAuth
 	ActClose    = login.ActClose
 	ActStartTLS = login.ActStartTLS
+	ActID       = login.ActID
 
 	AuthOK          = login.AuthOK
 	AuthFailed      = login.AuthFailed

@@ -579,7 +579,11 @@ func (s *Session) execute(name, params []byte) {
 		s.answer(txtBye)
 		s.close("", "quit")
 	case cmdXCLIENT:
-		s.answer(txtXCLIENTUntrusted)
+		if s.info.Trusted {
+			s.xclient(params)
+		} else {
+			s.answer(txtXCLIENTUntrusted)
+		}
 	case cmdNeedsAuth:
 		// MAIL too: submission-login answers it so unless implicit EXTERNAL
 		// authentication is configured, which Doorman doesn't do.
@@ -629,7 +633,12 @@ func (s *Session) ehlo(params []byte, old bool) {
 	if s.info.TLSAvailable && !s.info.TLS {
 		s.out.B = append(s.out.B, ehloStartTLS...)
 	}
-	s.out.B = append(s.out.B, ehloPipelined...)
+	if s.info.Trusted {
+		s.out.B = append(s.out.B, ehloPipelinedMore...)
+		s.out.B = append(s.out.B, ehloXCLIENT...)
+	} else {
+		s.out.B = append(s.out.B, ehloPipelined...)
+	}
 }
 
 // answer writes a reply line, keeping count of bad commands as lib-smtp does

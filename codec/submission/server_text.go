@@ -27,8 +27,9 @@ const (
 	txtTLSActive     = "502 5.5.1 TLS is already active."
 	txtTLSDisabled   = "502 5.5.1 TLS support is not enabled."
 
-	// src/lib-smtp/smtp-server-cmd-xclient.c: Doorman's login trusts no client to
-	// speak for another, so XCLIENT from a client always gets this.
+	// src/lib-smtp/smtp-server-cmd-xclient.c: XCLIENT from a client not in
+	// login_trusted_networks (SessionInfo.Trusted) gets this; see server_xclient.go
+	// for the trusted ones.
 	txtXCLIENTUntrusted = "550 5.7.14 You are not from trusted IP"
 
 	// src/lib-smtp/smtp-server-cmd-auth.c
@@ -78,8 +79,8 @@ const (
 
 // EHLO keywords before login, in the order of submission-login's cmd_helo_reply with
 // the default submission_backend_capabilities (8BITMIME only) and no workarounds.
-// BINARYMIME, DSN and VRFY need backend capabilities Doorman doesn't configure, and
-// XCLIENT is for trusted clients only.
+// BINARYMIME, DSN and VRFY need backend capabilities Doorman doesn't configure;
+// XCLIENT, for trusted clients only, comes after PIPELINING (ehloXCLIENT).
 const (
 	ehlo8BitMIME  = "250-8BITMIME\r\n"
 	ehloAuth      = "250-AUTH PLAIN LOGIN\r\n"
@@ -87,4 +88,6 @@ const (
 	ehloSize      = "250-SIZE"
 	ehloStartTLS  = "250-STARTTLS\r\n"
 	ehloPipelined = "250 PIPELINING\r\n"
+	// ehloPipelinedMore: PIPELINING when XCLIENT follows it.
+	ehloPipelinedMore = "250-PIPELINING\r\n"
 )

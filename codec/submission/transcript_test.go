@@ -9,6 +9,8 @@ package submission
 //	A: actions     auth helo=client.example mech=PLAIN [authzid=z] user=alice pass=secret
 //	               close reason=quit
 //	               starttls
+//	               id [x-originating-ip=.. x-originating-port=.. x-session-id=..
+//	                  x-proxy-ttl=.. x-forward-<k>=..]   (a trusted client's XCLIENT)
 //	               helo is Credentials.Tag: the client's EHLO domain.
 
 import (
@@ -35,8 +37,10 @@ var frontend = &codectest.Frontend[Config]{
 		return codectest.Adapt[State](NewSession(c, info))
 	},
 	TagKey: "helo",
+	ID:     true,
 
 	FuzzNew:      fuzzSession,
+	FuzzFlags:    fuzzFlags,
 	FuzzMaxInput: 4096,
 	FuzzResults:  codectest.FuzzResults("No mail server is set for this user.", "501 5.5.4 backend says no\r\n"),
 	FuzzReasons: []string{
