@@ -28,6 +28,8 @@ type Config struct {
 	HAProxyTrustedNetworks []string `yaml:"haproxy_trusted_networks"`
 	// haproxy_timeout: how long a PROXY header may take to arrive (Dovecot: 3s).
 	HAProxyTimeout Duration `yaml:"haproxy_timeout"`
+	// auth_proxy_self: more addresses that count as this server for passdb proxy_maybe.
+	AuthProxySelf []string `yaml:"auth_proxy_self"`
 	// login_source_ips: local addresses used round robin for backend connections.
 	LoginSourceIPs []string `yaml:"login_source_ips"`
 	// login_proxy_timeout: connect → successful backend login, per login (Dovecot: 30s).
@@ -268,6 +270,11 @@ func (c *Config) Validate() error {
 		}
 		if l.HAProxy && len(c.HAProxyTrustedNetworks) == 0 {
 			add(fmt.Sprintf("listeners[%d].haproxy", i), "needs haproxy_trusted_networks (no peer could connect)")
+		}
+	}
+	for i, s := range c.AuthProxySelf {
+		if _, err := netip.ParseAddr(s); err != nil {
+			add(fmt.Sprintf("auth_proxy_self[%d]", i), "%q is not an IP address", s)
 		}
 	}
 	for i, s := range c.LoginSourceIPs {

@@ -115,3 +115,26 @@ func TestChainXCLIENT(t *testing.T) {
 		})
 	}
 }
+
+// proxy_maybe: proxied when the destination is elsewhere; refused (Doorman has no local
+// store to log in to) when it is this server, by the address the client connected to or
+// by auth_proxy_self.
+func TestProxyMaybe(t *testing.T) {
+	be := sharedBackend(t)
+	port := portOf(be.IMAPAddr)
+	p := startProxy(t,
+		passwdLine("alice", "{PLAIN}secret", "proxy_maybe host=127.0.0.1 port="+port)+
+			passwdLine("bob", "{PLAIN}secret", "proxy_maybe host=127.0.0.1")+
+			passwdLine("carol", "{PLAIN}secret", "proxy_maybe host=127.0.0.99"),
+		"auth_proxy_self: [127.0.0.99]")
+	c := dial(t, p.addr, "")
+	c.send("a LOGIN alice secret\r\n")
+	expectPrefix(t, last(c.until("a", 10*time.Second)), "a OK")
+	for _, user := range []string{"bob", "carol"} {
+		d := dial(t, p.addr, "")
+		d.send("b LOGIN " + user + " secret\r\n")
+		if got := last(d.until("b", 10*time.Second)); got != "b NO [CONTACTADMIN] No mail server is set for this user.\r\n" {
+			t.Fatalf("%s: %q", user, got)
+		}
+	}
+}

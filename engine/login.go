@@ -197,6 +197,16 @@ func sideName(sd relay.Side) string {
 	return "proxy"
 }
 
+// isSelf is Dovecot's proxy_maybe test: the destination address is the one the client
+// connected to, or one of auth_proxy_self, and the passdb gave no port or the one the client
+// connected to.
+func (srv *Server) isSelf(ip netip.Addr, port int, req *loginRequest) bool {
+	if port != 0 && port != int(req.local.Port()) {
+		return false
+	}
+	return ip == req.local.Addr() || slices.Contains(srv.proxySelf, ip)
+}
+
 // isOwnListener reports whether a backend address is one of this process's own listeners
 // (Dovecot compares with the connection's local address; a trusted hop's ID may have
 // replaced that, so the listeners themselves are the safer test).
@@ -374,6 +384,14 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	destUser := p.DestUser
 	if destUser == "" {
 		destUser = out.user
+	}
+	if p.ProxyMaybe && !p.Proxy && srv.isSelf(target.Addr(), p.Port, req) {
+		// Dovecot logs a proxy_maybe user in locally when the destination is this server
+		// (proxy_always hands them to its director instead); Doorman has neither.
+		out.result = login.AuthResult{Status: login.AuthDisabled,
+			Text: "[CONTACTADMIN] No mail server is set for this user."}
+		out.reason = "proxy_maybe: the destination is this server, and Doorman has no local mail store"
+		return out
 	}
 	if req.ttl <= 1 {
 		// Dovecot: a REMOTE_CONFIG failure, so the client gets [SERVERBUG].

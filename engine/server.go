@@ -39,6 +39,7 @@ type Server struct {
 	trusted   []netip.Prefix
 	haproxies []netip.Prefix // haproxy_trusted_networks
 	hostAddrs []netip.Addr   // this host's addresses, for the proxy-loop check
+	proxySelf []netip.Addr   // auth_proxy_self
 	listeners map[netip.AddrPort]*listener
 	imapCfg   imap.Config
 	pop3Cfg   pop3.Config
@@ -108,6 +109,13 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 			return nil, err
 		}
 		s.listeners[ap] = &listener{Listener: l, addr: ap, proto: protocols[l.Protocol]}
+	}
+	for _, a := range cfg.AuthProxySelf {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("auth_proxy_self: %q is not an IP address", a)
+		}
+		s.proxySelf = append(s.proxySelf, ip.Unmap())
 	}
 	if ifaddrs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range ifaddrs {
