@@ -107,7 +107,7 @@ const maxBackendLine = 4096
 // backendAttempt makes one connection to the backend and runs the login dialogue on it.
 // On success the socket comes back as a raw non-blocking fd owned by the caller, with
 // whatever the backend sent after its final OK.
-func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target netip.AddrPort, source netip.Addr, deadline time.Time, bp *login.BackendParams) (fd int, rest []byte, res login.BackendResult, stage Stage, err error) {
+func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target netip.AddrPort, source netip.Addr, deadline time.Time, bp *login.BackendParams, header []byte) (fd int, rest []byte, res login.BackendResult, stage Stage, err error) {
 	stage = StageConnect
 	fd = -1
 	conn, err := srv.dialer.dial(ctx, target, source, deadline)
@@ -120,6 +120,11 @@ func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target n
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	if len(header) > 0 {
+		if _, werr := conn.Write(header); werr != nil {
+			return fd, nil, res, stage, fmt.Errorf("backend write: %w", werr)
+		}
+	}
 	bl := proto.newBackend(bp)
 	bb := readBufs.Get()
 	defer readBufs.Put(bb)

@@ -244,3 +244,42 @@ func expectEOF(t *testing.T, addr, from, send string) {
 		t.Fatalf("from %s after %q: got %q, %v; want a close without reply", from, send, got, err)
 	}
 }
+
+// Beyond Dovecot: passdb proxy_protocol=v2 (or v1) makes Doorman tell the backend who the
+// client is with a PROXY header, here to a real Dovecot listener with haproxy=yes.
+func TestProxyProtocolToBackend(t *testing.T) {
+	testenv.RequireDovecot(t)
+	hport, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := testenv.MustStartDovecot(t, testenv.DovecotOptions{
+		Users: []testenv.User{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "secret"}},
+		ExtraConfig: fmt.Sprintf(`haproxy_trusted_networks = 127.0.0.0/8
+service imap-login {
+  inet_listener imap_haproxy {
+    address = 127.0.0.1
+    port = %d
+    haproxy = yes
+  }
+}
+`, hport),
+	})
+	p := startProxy(t,
+		passwdLine("alice", "{PLAIN}secret", fmt.Sprintf("proxy host=127.0.0.1 port=%d proxy_protocol=v2", hport))+
+			passwdLine("bob", "{PLAIN}secret", fmt.Sprintf("proxy host=127.0.0.1 port=%d proxy_protocol=v1", hport))+
+			passwdLine("carol", "{PLAIN}secret", fmt.Sprintf("proxy host=127.0.0.1 port=%d proxy_protocol=v3", hport)), "")
+	for _, c := range []struct{ user, from string }{{"alice", "127.0.0.23"}, {"bob", "127.0.0.24"}} {
+		cl := dial(t, p.addr, c.from)
+		cl.send("a LOGIN " + c.user + " secret\r\n")
+		expectPrefix(t, last(cl.until("a", 10*time.Second)), "a OK")
+		from := c.from
+		waitFor(t, func() bool {
+			log, _ := be.Log()
+			return strings.Contains(log, "rip="+from)
+		}, "backend log shows rip="+from+" from the PROXY header")
+	}
+	cl := dial(t, p.addr, "")
+	cl.send("a LOGIN carol secret\r\n")
+	expectPrefix(t, last(cl.until("a", 10*time.Second)), "a NO [UNAVAILABLE]")
+}

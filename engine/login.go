@@ -323,7 +323,11 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 			return fail(login.AuthUnavailable, "client left during delay_until")
 		}
 	}
-	return srv.proxyLogin(ctx, req, out, p)
+	var fields map[string]string
+	if res.Entry != nil {
+		fields = res.Entry.Fields
+	}
+	return srv.proxyLogin(ctx, req, out, p, fields)
 }
 
 // failureDelay holds a failed login's reply for auth_failure_delay (Dovecot's anti
@@ -351,7 +355,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // proxyLogin connects to the user's backend and logs in there, retrying as Dovecot does:
 // up to login_proxy_max_reconnects more tries, 1 s apart, all within the proxy timeout.
-func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *loginOutcome, p route.Proxy) *loginOutcome {
+func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *loginOutcome, p route.Proxy, entryFields map[string]string) *loginOutcome {
 	host := p.HostIP
 	if host == "" {
 		host = p.Host
@@ -417,6 +421,16 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	if p.SourceIP != "" {
 		source, _ = netip.ParseAddr(p.SourceIP)
 	}
+	// Beyond Dovecot: passdb proxy_protocol=v2 (or v1) tells the backend who the client is
+	// with a PROXY header instead of ID/XCLIENT.
+	var ppVersion byte
+	if res := proxyProtocolField(entryFields); res != 0 {
+		ppVersion = res
+	} else if entryFields["proxy_protocol"] != "" {
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
+		out.reason = fmt.Sprintf("proxy_protocol=%q: only v1 and v2 exist", entryFields["proxy_protocol"])
+		return out
+	}
 	forward := forwardFields(req.forward, p.Forward)
 	bp := &login.BackendParams{
 		ClientTag:            req.creds.Tag,
@@ -424,7 +438,7 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		Pass:                 pass,
 		Master:               p.Master,
 		Mech:                 p.ProxyMech,
-		NotTrusted:           p.ProxyNotTrusted,
+		NotTrusted:           p.ProxyNotTrusted || ppVersion != 0,
 		ClientSentCapability: req.creds.CapabilitySeen,
 		NoPipelining:         p.ProxyNoPipelining,
 		ID:                   idFields(req, forward),
@@ -439,7 +453,7 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		var fd int
 		var rest []byte
 		var st Stage
-		fd, rest, res, st, lastErr = srv.backendAttempt(ctx, req.proto, target, source, deadline, bp)
+		fd, rest, res, st, lastErr = srv.backendAttempt(ctx, req.proto, target, source, deadline, bp, proxyHeader(ppVersion, req))
 		out.stage = st
 		if lastErr == nil && res.Outcome == login.BackendOK {
 			out.backendFD = fd
@@ -473,6 +487,17 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		out.reason = "backend: " + res.Text
 	}
 	return out
+}
+
+// proxyProtocolField reads passdb proxy_protocol: 1 or 2 for "v1"/"v2" (or "1"/"2"), 0 otherwise.
+func proxyProtocolField(fields map[string]string) byte {
+	switch fields["proxy_protocol"] {
+	case "v1", "1":
+		return 1
+	case "v2", "2":
+		return 2
+	}
+	return 0
 }
 
 // clientInfo is who the client is, for XCLIENT.

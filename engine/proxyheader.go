@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"net"
 	"net/netip"
 
 	goproxy "github.com/pires/go-proxyproto"
@@ -54,4 +55,22 @@ func parseProxyHeader(hdr []byte) (proxyInfo, error) {
 	pi.remote = netip.AddrPortFrom(src.AddrPort().Addr().Unmap(), src.AddrPort().Port())
 	pi.local = netip.AddrPortFrom(dst.AddrPort().Addr().Unmap(), dst.AddrPort().Port())
 	return pi, nil
+}
+
+// proxyHeader is the PROXY header (version 1 or 2; 0: none) that tells a backend who the
+// client is: the client's address and the one it connected to, and in v2 the session id as
+// the UNIQUE_ID TLV.
+func proxyHeader(version byte, req *loginRequest) []byte {
+	if version == 0 {
+		return nil
+	}
+	h := goproxy.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(req.remote), net.TCPAddrFromAddrPort(req.local))
+	if version == 2 {
+		_ = h.SetTLVs([]goproxy.TLV{{Type: goproxy.PP2_TYPE_UNIQUE_ID, Value: []byte(req.id)}})
+	}
+	b, err := h.Format()
+	if err != nil {
+		return nil
+	}
+	return b
 }
