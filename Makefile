@@ -7,7 +7,7 @@ export GOTOOLCHAIN := local
 BIN      := bin
 PKGS     := ./...
 # Debian packages the tests and `make run` use: real Dovecot backends, real Redis, real clients.
-DEB_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd dovecot-managesieved dovecot-sieve redis-server curl swaks sieve-connect haproxy python3
+DEB_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd dovecot-managesieved dovecot-sieve redis-server curl swaks sieve-connect haproxy iproute2 python3
 
 .PHONY: all build run test deps vet race fuzz bench clean
 
