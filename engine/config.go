@@ -51,6 +51,9 @@ type Config struct {
 	ManagesieveImplementationString string `yaml:"managesieve_implementation_string"`
 	ManagesieveSieveCapability      string `yaml:"managesieve_sieve_capability"`
 	ManagesieveNotifyCapability     string `yaml:"managesieve_notify_capability"`
+	// imap_id_retain: pass the client's own ID (up to 256 bytes, Dovecot's
+	// LOGIN_MAX_CLIENT_ID_LEN) on to the backend, before the proxy's own ID fields.
+	IMAPIDRetain bool `yaml:"imap_id_retain"`
 	// imap_capability: pre-login capability list; "" = built-in, "+X Y" appends.
 	IMAPCapability string `yaml:"imap_capability"`
 	// disable_plaintext_auth: refuse LOGIN / AUTHENTICATE PLAIN on connections that are not

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -137,4 +139,46 @@ func TestProxyMaybe(t *testing.T) {
 			t.Fatalf("%s: %q", user, got)
 		}
 	}
+}
+
+// imap_id_retain: the client's own ID reaches the backend, but none of its x- keys (an
+// untrusted client cannot pass itself off as another address through Doorman).
+func TestIMAPIDRetain(t *testing.T) {
+	be := sharedBackend(t)
+	dir := t.TempDir()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := os.WriteFile(filepath.Join(dir, "users.passwd"),
+		[]byte(passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(be.IMAPAddr))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startProxyYAML(t, dir, fmt.Sprintf(`listeners:
+  - {name: imap, protocol: imap, address: %q}
+passdb:
+  - {driver: passwd-file, path: users.passwd}
+login_trusted_networks: [192.0.2.0/24]
+disable_plaintext_auth: no
+imap_id_retain: yes
+`, addr))
+	c := dial(t, addr, "127.0.0.25")
+	c.send("a ID (\"name\" \"retained-client\" \"x-originating-ip\" \"198.51.100.9\")\r\n")
+	c.until("a", 5*time.Second)
+	c.send("b LOGIN alice secret\r\n")
+	expectPrefix(t, last(c.until("b", 10*time.Second)), "b OK")
+	waitFor(t, func() bool {
+		log, _ := be.Log()
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, "retained-client") {
+				return !strings.Contains(l, "198.51.100.9")
+			}
+		}
+		return false
+	}, "the backend's ID log shows the client's name and not its x-originating-ip")
+	waitFor(t, func() bool {
+		log, _ := be.Log()
+		return strings.Contains(log, "rip=127.0.0.25") && !strings.Contains(log, "rip=198.51.100.9")
+	}, "the backend saw the real client address")
 }

@@ -59,11 +59,12 @@ type session struct {
 	user    string
 	target  string // the backend, once known
 
-	ttl       int        // proxy TTL: proxyTTL, or what a trusted previous hop sent
-	forward   []login.KV // x-forward-* from a trusted previous hop
-	idSeen    bool       // only the first ID of a connection may override (Dovecot)
-	clientTLS bool       // the PROXY header said the client's TLS ended at the balancer
-	lbID      string     // the PROXY header's unique id, kept with the session id
+	ttl       int                    // proxy TTL: proxyTTL, or what a trusted previous hop sent
+	forward   []login.KV             // x-forward-* from a trusted previous hop
+	idSeen    bool                   // only the first ID of a connection may override (Dovecot)
+	clientID  []login.BackendIDField // imap_id_retain: the client's own ID, for the backend
+	clientTLS bool                   // the PROXY header said the client's TLS ended at the balancer
+	lbID      string                 // the PROXY header's unique id, kept with the session id
 
 	started  time.Time
 	loginAt  time.Duration // time from accept to the end of the backend login
@@ -393,6 +394,9 @@ func (s *session) applyID(params []login.IDParam) {
 		return
 	}
 	s.idSeen = true
+	if s.srv.cfg.IMAPIDRetain {
+		s.clientID = retainID(params)
+	}
 	if !s.srv.isTrusted(s.remote.Addr()) {
 		return
 	}
@@ -428,4 +432,25 @@ func (s *session) applyID(params []login.IDParam) {
 		}
 	}
 	s.remote, s.local = remote, local
+}
+
+// maxRetainedID is Dovecot's LOGIN_MAX_CLIENT_ID_LEN.
+const maxRetainedID = 256
+
+// retainID keeps the client's own ID pairs for imap_id_retain, up to maxRetainedID bytes
+// of keys and values. Keys starting with "x-" are never passed on: they are what proxies
+// tell backends, and a client must not be able to say them through us.
+func retainID(params []login.IDParam) []login.BackendIDField {
+	var out []login.BackendIDField
+	size := 0
+	for _, p := range params {
+		if len(p.Key) >= 2 && strings.EqualFold(p.Key[:2], "x-") {
+			continue
+		}
+		if size += len(p.Key) + len(p.Value); size > maxRetainedID {
+			break
+		}
+		out = append(out, login.BackendIDField{Key: p.Key, Value: p.Value})
+	}
+	return out
 }

@@ -29,14 +29,15 @@ const maxDelayUntil = 300 * time.Second
 // loginRequest is everything the login goroutine needs, copied off the session so the
 // goroutine never touches loop-owned state.
 type loginRequest struct {
-	proto   *protocol
-	ttl     int        // this hop's TTL; the backend is told ttl-1
-	forward []login.KV // forward fields from a trusted previous hop
-	id      string
-	creds   login.Credentials
-	remote  netip.AddrPort
-	local   netip.AddrPort
-	started time.Time
+	proto    *protocol
+	ttl      int                    // this hop's TTL; the backend is told ttl-1
+	forward  []login.KV             // forward fields from a trusted previous hop
+	clientID []login.BackendIDField // imap_id_retain
+	id       string
+	creds    login.Credentials
+	remote   netip.AddrPort
+	local    netip.AddrPort
+	started  time.Time
 }
 
 // loginOutcome is what the goroutine hands back to the loop.
@@ -58,7 +59,7 @@ func (s *session) startLogin(cr *login.Credentials) {
 	s.user = cr.User
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	req := &loginRequest{proto: s.lst.proto, ttl: s.ttl, forward: s.forward, id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
+	req := &loginRequest{proto: s.lst.proto, ttl: s.ttl, forward: s.forward, clientID: s.clientID, id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
 	el := s.c.EventLoop()
 	go func() {
 		out := s.srv.safeLogin(ctx, req)
@@ -532,14 +533,15 @@ func forwardFields(received []login.KV, passdb []route.KV) []login.KV {
 
 // idFields builds the ID Dovecot's IMAP proxy sends, in Dovecot's key order.
 func idFields(req *loginRequest, forward []login.KV) []login.BackendIDField {
-	f := []login.BackendIDField{
+	f := append(make([]login.BackendIDField, 0, len(req.clientID)+6+len(forward)), req.clientID...)
+	f = append(f, []login.BackendIDField{
 		{Key: "x-session-id", Value: req.id},
 		{Key: "x-originating-ip", Value: req.remote.Addr().String()},
 		{Key: "x-originating-port", Value: strconv.Itoa(int(req.remote.Port()))},
 		{Key: "x-connected-ip", Value: req.local.Addr().String()},
 		{Key: "x-connected-port", Value: strconv.Itoa(int(req.local.Port()))},
 		{Key: "x-proxy-ttl", Value: strconv.Itoa(req.ttl - 1)},
-	}
+	}...)
 	for _, kv := range forward {
 		f = append(f, login.BackendIDField{Key: "x-forward-" + kv.Key, Value: kv.Value})
 	}
