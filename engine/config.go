@@ -281,8 +281,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, s := range c.LoginSourceIPs {
-		if _, err := netip.ParseAddr(s); err != nil {
-			add(fmt.Sprintf("login_source_ips[%d]", i), "%q is not an IP address", s)
+		// An IP address, a host name, or "?name" (only this host's addresses of it).
+		if name := strings.TrimPrefix(s, "?"); name == "" || strings.ContainsAny(name, " /") {
+			add(fmt.Sprintf("login_source_ips[%d]", i), "%q is neither an IP address nor a host name", s)
 		}
 	}
 	if *c.LoginProxyMaxReconnects < 0 {

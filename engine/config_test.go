@@ -64,7 +64,7 @@ passdb:
   - {driver: redis}
   - {driver: ldap}
 login_trusted_networks: [10.0.0.0/8, "bogus/99"]
-login_source_ips: [127.0.0.2, nope]
+login_source_ips: [127.0.0.2, "no pe", "?"]
 login_proxy_timeout: -1s
 log: {level: loud, format: xml}
 `
@@ -80,7 +80,8 @@ log: {level: loud, format: xml}
 		"passdb[1].addrs: at least one address",
 		"passdb[2].driver: unknown driver \"ldap\"",
 		"login_trusted_networks[1]: \"bogus/99\" is not a network",
-		"login_source_ips[1]: \"nope\" is not an IP address",
+		"login_source_ips[1]: \"no pe\" is neither an IP address nor a host name",
+		"login_source_ips[2]: \"?\" is neither an IP address nor a host name",
 		"login_proxy_timeout: must not be negative",
 		"log.level: unknown level \"loud\"",
 		"log.format: unknown format \"xml\"",

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -27,28 +29,72 @@ type dialer struct {
 }
 
 func newDialer(sources []string) (*dialer, error) {
+	return newDialerOn(sources, hostAddrs())
+}
+
+// newDialerOn reads login_source_ips as Dovecot does: IP addresses, or host names that
+// stand for all their addresses; "?name" keeps only the addresses this host has (local),
+// so one configuration can serve several hosts.
+func newDialerOn(sources []string, local []netip.Addr) (*dialer, error) {
 	d := &dialer{}
 	for _, s := range sources {
-		a, err := netip.ParseAddr(s)
+		name, onlyLocal := strings.CutPrefix(s, "?")
+		addrs, err := resolve(name)
 		if err != nil {
-			return nil, fmt.Errorf("login_source_ips: %q is not an IP address", s)
+			return nil, fmt.Errorf("login_source_ips: %q: %w", s, err)
 		}
-		d.sources = append(d.sources, a)
+		for _, a := range addrs {
+			if !onlyLocal || slices.Contains(local, a) {
+				d.sources = append(d.sources, a)
+			}
+		}
 	}
 	return d, nil
 }
 
-// pick returns the source address for one connection: the passdb's source_ip if given,
-// else the next of login_source_ips, else none (the kernel chooses).
-func (d *dialer) pick(override netip.Addr) netip.Addr {
+func resolve(name string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(name); err == nil {
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ips {
+		ips[i] = ips[i].Unmap()
+	}
+	return ips, nil
+}
+
+// hostAddrs are this host's own addresses.
+func hostAddrs() []netip.Addr {
+	var out []netip.Addr
+	if ifaddrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range ifaddrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				out = append(out, p.Addr().Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// pick returns the source address for one connection to target: the passdb's source_ip if
+// given, else the next of login_source_ips of target's family, else none (the kernel
+// chooses).
+func (d *dialer) pick(override netip.Addr, target netip.AddrPort) netip.Addr {
 	if override.IsValid() {
 		return override
 	}
-	if len(d.sources) == 0 {
-		return netip.Addr{}
+	for range d.sources {
+		i := d.next.Add(1) - 1
+		if a := d.sources[int(i)%len(d.sources)]; a.Is4() == target.Addr().Is4() {
+			return a
+		}
 	}
-	i := d.next.Add(1) - 1
-	return d.sources[int(i)%len(d.sources)]
+	return netip.Addr{}
 }
 
 // dial connects to target. When a source address has no port left for target (or cannot
@@ -62,7 +108,7 @@ func (d *dialer) dial(ctx context.Context, target netip.AddrPort, source netip.A
 	var err error
 	for i := 0; i < tries; i++ {
 		var c *net.TCPConn
-		c, err = d.dialFrom(ctx, target, d.pick(source), deadline)
+		c, err = d.dialFrom(ctx, target, d.pick(source, target), deadline)
 		if err == nil || !errors.Is(err, syscall.EADDRNOTAVAIL) {
 			return c, err
 		}

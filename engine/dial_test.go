@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +74,34 @@ func TestDialerSources(t *testing.T) {
 	if _, err := d.dial(context.Background(), target, netip.Addr{}, deadline); err == nil ||
 		!strings.Contains(err.Error(), "every login_source_ips address is out of ports") {
 		t.Fatalf("all sources unusable: %v", err)
+	}
+}
+
+// login_source_ips names: "?name" keeps only this host's addresses of the name; a source
+// of the other family than the backend is passed over.
+func TestDialerSourceNames(t *testing.T) {
+	local := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}
+	d, err := newDialerOn([]string{"?127.0.0.41", "?127.0.0.1", "127.0.0.42", "::1"}, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(d.sources) != "[127.0.0.1 127.0.0.42 ::1]" {
+		t.Fatalf("sources: %v", d.sources)
+	}
+	v4 := netip.MustParseAddrPort("127.0.0.1:143")
+	var picked []string
+	for i := 0; i < 4; i++ {
+		picked = append(picked, d.pick(netip.Addr{}, v4).String())
+	}
+	if strings.Join(picked, " ") != "127.0.0.1 127.0.0.42 127.0.0.1 127.0.0.42" {
+		t.Fatalf("IPv4 backend got sources %v", picked)
+	}
+	if got := d.pick(netip.Addr{}, netip.MustParseAddrPort("[::1]:143")); got.String() != "::1" {
+		t.Fatalf("IPv6 backend got source %v", got)
+	}
+	// localhost comes from /etc/hosts: no DNS needed.
+	d, err = newDialerOn([]string{"?localhost"}, local)
+	if err != nil || !slices.Contains(d.sources, netip.MustParseAddr("127.0.0.1")) {
+		t.Fatalf("?localhost: %v %v", d, err)
 	}
 }

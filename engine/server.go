@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -117,13 +116,7 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		}
 		s.proxySelf = append(s.proxySelf, ip.Unmap())
 	}
-	if ifaddrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range ifaddrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil {
-				s.hostAddrs = append(s.hostAddrs, p.Addr().Unmap())
-			}
-		}
-	}
+	s.hostAddrs = hostAddrs()
 	var err error
 	if s.dialer, err = newDialer(cfg.LoginSourceIPs); err != nil {
 		return nil, err
