@@ -40,10 +40,16 @@ test: deps vet
 	$(GO) test -race -count=1 -timeout 15m ./codec/... ./route/... ./engine/...
 	$(GO) test -count=1 -timeout 5m ./cmd/... ./tools/...
 
-# Each fuzz target for a short while (the test run replays their seed corpora anyway).
+# Every fuzz target of the codecs and route for FUZZTIME each (the test run replays their seed corpora
+# anyway).
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzSession -fuzztime 60s ./codec/imap/
-	$(GO) test -run XXX -fuzz FuzzBackendLogin -fuzztime 60s ./codec/imap/
+	@set -e; for pkg in $$($(GO) list ./codec/... ./route/...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "$$pkg $$f"; \
+			$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s $$pkg; \
+		done; \
+	done
 
 bench:
 	$(GO) test -run XXX -bench . -benchmem ./codec/... ./route/... ./engine/...
