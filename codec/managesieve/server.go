@@ -174,8 +174,6 @@ type Session struct {
 
 	// XCLIENT from a trusted client: its arguments so far, and the ActID it makes.
 	xc       xclientArgs
-	idBuf    []byte
-	idEnds   []int
 	idParams []login.IDParam
 
 	// Output of the current call.

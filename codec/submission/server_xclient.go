@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"strconv"
 
-	"doorman/codec/sasl"
+	"doorman/codec/internal/xclient"
 )
 
 // XCLIENT from a trusted client (login_trusted_networks): a proxy in front of Doorman
@@ -16,8 +16,8 @@ import (
 //
 // What Dovecot takes from it goes to the engine as one ActID, in IMAP ID's key names:
 //
-//	ADDR    x-originating-ip (an "IPV6:" prefix and [] brackets stripped; IPv4 in the
-//	        dotted-quad form, as inet_aton read it)
+//	ADDR    x-originating-ip (an "IPV6:" prefix and [] brackets stripped; in
+//	        xclient.ParseAddr's form: IPv4 as a dotted quad, IPv6 as netip writes it)
 //	PORT    x-originating-port
 //	SESSION x-session-id
 //	TTL     x-proxy-ttl
@@ -68,7 +68,8 @@ func (s *Session) xclient(params []byte) {
 	}
 	// submission-login's callback decodes FORWARD once every parameter is through.
 	if x.hasForward {
-		fw, ok := xclientForward(x.forward[:0], x.forwardRaw)
+		fw, scratch, ok := xclient.DecodeForward(x.forward[:0], s.scratch[:0], x.forwardRaw)
+		s.scratch = scratch
 		if !ok {
 			s.xclientError(txtXCLIENTInvalidFORWARD, "")
 			return
@@ -173,7 +174,7 @@ func (s *Session) xclientParam(x *xclientData, param []byte) bool {
 		if unavailable {
 			return true
 		}
-		n, ok := xclientUint(value, 65535)
+		n, ok := xclient.ParseUint(value, 65535)
 		if !ok || n == 0 {
 			s.xclientKeywordError(keyword, "")
 			return false
@@ -190,12 +191,12 @@ func (s *Session) xclientParam(x *xclientData, param []byte) bool {
 		}
 		x.session, x.hasSession = string(value), true
 	case kwIs(keyword, "TIMEOUT"):
-		if _, ok := xclientUint(value, 1<<32-1); !ok {
+		if _, ok := xclient.ParseUint(value, 1<<32-1); !ok {
 			s.xclientKeywordError(keyword, "")
 			return false
 		}
 	case kwIs(keyword, "TTL"):
-		n, ok := xclientUint(value, 1<<32-1)
+		n, ok := xclient.ParseUint(value, 1<<32-1)
 		if !ok {
 			s.xclientKeywordError(keyword, "")
 			return false
@@ -298,169 +299,15 @@ func xtextHex(c byte) int {
 	return -1
 }
 
-// xclientUint reads a decimal number up to max as str_to_uint does: digits only, at
-// least one.
-func xclientUint(b []byte, max uint64) (uint64, bool) {
-	if len(b) == 0 {
-		return 0, false
-	}
-	var n uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + uint64(c-'0')
-		if n > max {
-			return 0, false
-		}
-	}
-	return n, true
-}
-
 // xclientAddr reads ADDR's value as lib-smtp does: an optional "IPV6:" that then
-// requires an IPv6 address, and net_addr2ip (IPv6 if there is a ":", in brackets or not,
-// as inet_pton reads it; else IPv4 as inet_aton reads it). It returns the address for
-// x-originating-ip.
+// requires an IPv6 address, and net_addr2ip (xclient.ParseAddr). It returns the address
+// for x-originating-ip.
 func xclientAddr(v []byte) (string, bool) {
-	ipv6 := false
 	if len(v) >= 5 && kwIs(v[:5], "IPV6:") {
-		ipv6, v = true, v[5:]
-	}
-	if bytes.IndexByte(v, ':') >= 0 {
-		if len(v) > 0 && v[0] == '[' && v[len(v)-1] == ']' {
-			v = v[1 : len(v)-1]
-		}
-		if !srvIPv6(v) {
+		v = v[5:]
+		if bytes.IndexByte(v, ':') < 0 {
 			return "", false
 		}
-		return string(v), true
 	}
-	if ipv6 {
-		return "", false
-	}
-	a, ok := inetAton(v)
-	if !ok {
-		return "", false
-	}
-	var buf [15]byte
-	out := strconv.AppendUint(buf[:0], uint64(a>>24), 10)
-	for _, sh := range [...]uint{16, 8, 0} {
-		out = append(out, '.')
-		out = strconv.AppendUint(out, uint64(a>>sh&0xff), 10)
-	}
-	return string(out), true
-}
-
-// inetAton is glibc's inet_aton: one to four numbers separated by dots, each in C
-// notation (0x hex, leading 0 octal, else decimal), the last filling the bytes left;
-// what follows a blank is ignored.
-func inetAton(p []byte) (uint32, bool) {
-	var parts [4]uint64
-	n := 0
-	i := 0
-	for {
-		if i >= len(p) || p[i] < '0' || p[i] > '9' {
-			return 0, false
-		}
-		base := uint64(10)
-		if p[i] == '0' {
-			base = 8
-			if i+2 < len(p) && (p[i+1] == 'x' || p[i+1] == 'X') && srvHex(p[i+2]) >= 0 {
-				base, i = 16, i+2
-			}
-		}
-		var val uint64
-		for i < len(p) {
-			d := srvHex(p[i])
-			if d < 0 || uint64(d) >= base {
-				break
-			}
-			val = val*base + uint64(d)
-			if val > 0xffffffff {
-				return 0, false
-			}
-			i++
-		}
-		if i < len(p) && p[i] == '.' {
-			if n > 2 || val > 0xff {
-				return 0, false
-			}
-			parts[n] = val
-			n++
-			i++
-			continue
-		}
-		parts[n] = val
-		break
-	}
-	if i < len(p) {
-		switch p[i] {
-		case ' ', '\t', '\n', '\v', '\f', '\r':
-		default:
-			return 0, false
-		}
-	}
-	last := parts[n]
-	if last > uint64(0xffffffff)>>(8*n) {
-		return 0, false
-	}
-	var a uint64
-	for k := 0; k < n; k++ {
-		a |= parts[k] << (24 - 8*k)
-	}
-	return uint32(a | last), true
-}
-
-// xclientForward decodes FORWARD's value, base64 of tab-separated, tab-escaped
-// key=value pairs (what a Dovecot proxy's proxy_compose_xclient_forward sends), into
-// x-forward-<key> pairs appended to dst.
-func xclientForward(dst []IDParam, v []byte) ([]IDParam, bool) {
-	raw, err := sasl.AppendDecode(nil, v)
-	if err != nil {
-		return dst, false
-	}
-	for len(raw) > 0 {
-		elem := raw
-		if i := bytes.IndexByte(raw, '\t'); i >= 0 {
-			elem, raw = raw[:i], raw[i+1:]
-		} else {
-			raw = nil
-		}
-		elem = tabUnescape(elem)
-		k, val, ok := bytes.Cut(elem, []byte{'='})
-		if !ok || len(k) == 0 {
-			continue
-		}
-		dst = append(dst, IDParam{Key: "x-forward-" + string(k), Value: string(val)})
-	}
-	return dst, true
-}
-
-// tabUnescape is str_tabunescape, in place: \001 followed by '0', '1', 't', 'r' or 'n'
-// is NUL, \001, HT, CR or LF; followed by another byte, that byte.
-func tabUnescape(b []byte) []byte {
-	if bytes.IndexByte(b, 1) < 0 {
-		return b
-	}
-	out := b[:0]
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if c == 1 && i+1 < len(b) {
-			i++
-			switch c = b[i]; c {
-			case '0':
-				c = 0
-			case '1':
-				c = 1
-			case 't':
-				c = '\t'
-			case 'r':
-				c = '\r'
-			case 'n':
-				c = '\n'
-			}
-		}
-		out = append(out, c)
-	}
-	return out
+	return xclient.ParseAddr(v)
 }
