@@ -26,8 +26,8 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	-@systemctl stop dovecot >/dev/null 2>&1 || true
-	-@pkill -x -f '/usr/sbin/dovecot -F' >/dev/null 2>&1 || true
+	-@systemctl stop dovecot >/dev/null 2>&1 || service dovecot stop >/dev/null 2>&1 || true
+	-@doveadm stop >/dev/null 2>&1 || true  # the system instance only (its default config)
 
 # Runs Doorman on the example configuration in front of a local Dovecot test backend.
 run: deps build
