@@ -268,9 +268,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, l := range c.Listeners {
-		if l.HAProxy && l.Protocol == "lmtp" {
-			add(fmt.Sprintf("listeners[%d].haproxy", i), "not supported on lmtp listeners yet")
-		}
 		if l.HAProxy && len(c.HAProxyTrustedNetworks) == 0 {
 			add(fmt.Sprintf("listeners[%d].haproxy", i), "needs haproxy_trusted_networks (no peer could connect)")
 		}

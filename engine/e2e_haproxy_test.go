@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -282,4 +283,59 @@ service imap-login {
 	cl := dial(t, p.addr, "")
 	cl.send("a LOGIN carol secret\r\n")
 	expectPrefix(t, last(cl.until("a", 10*time.Second)), "a NO [UNAVAILABLE]")
+}
+
+// LMTP listeners take the PROXY header too: the client's address is the header's, and a
+// peer outside haproxy_trusted_networks is closed without a greeting.
+func TestHAProxyLMTP(t *testing.T) {
+	be := sharedBackend(t)
+	dir := t.TempDir()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := os.WriteFile(filepath.Join(dir, "users.passwd"),
+		[]byte(passwdLine("alice", "", "proxy nopassword host=127.0.0.1 port="+portOf(be.LMTPAddr))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyYAML(t, dir, fmt.Sprintf(`listeners:
+  - {name: lmtp-lb, protocol: lmtp, address: %q, haproxy: yes}
+passdb:
+  - {driver: passwd-file, path: users.passwd}
+login_trusted_networks: [127.0.0.0/8]
+haproxy_trusted_networks: [127.0.0.50/32]
+auth_username_format: "%%Ln"
+`, addr))
+	expectEOF(t, addr, "127.0.0.1", "")
+
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.50")}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The header and the first command in one write, before the greeting.
+	if _, err := c.Write([]byte("PROXY TCP4 198.51.100.20 127.0.0.1 40000 24\r\nLHLO client.example\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	cl := &client{t: t, c: c, r: bufio.NewReader(c)}
+	expectPrefix(t, cl.line(5*time.Second), "220 ")
+	for l := cl.line(5 * time.Second); strings.HasPrefix(l, "250-"); l = cl.line(5 * time.Second) {
+	}
+	cl.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+	expectPrefix(t, cl.line(5*time.Second), "250 ")
+	expectPrefix(t, cl.line(10*time.Second), "250 ")
+	expectPrefix(t, cl.line(10*time.Second), "354 ")
+	cl.send("Subject: via haproxy\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+	expectPrefix(t, cl.line(10*time.Second), "250 2.0.0 <alice@example.org>")
+	c.Close()
+	waitFor(t, func() bool {
+		for _, e := range p.logs.FilterMessage("session ended").All() {
+			if strings.HasPrefix(e.ContextMap()["remote"].(string), "198.51.100.20:") {
+				return true
+			}
+		}
+		return false
+	}, "the LMTP session's end line has the header's client address")
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"doorman/codec/lmtp"
+	"doorman/codec/proxyproto"
 	"doorman/route"
 )
 
@@ -190,6 +191,7 @@ type lmtpConn struct {
 	tx       *lmtpTx    // the transaction's proxy state, nil outside one
 	messages int        // transactions that reached the end of DATA
 	stage    lmtp.State // where the session was when it last did something, for the end line
+	inHeader bool       // still reading the PROXY header (haproxy listeners)
 
 	in, out int64
 	closed  bool
@@ -270,9 +272,19 @@ func (c *lmtpConn) serve() {
 		c.end("proxy", "shutting down")
 		return
 	}
-	c.write(c.sess.Greeting())
 	buf := make([]byte, lmtpReadBuffer)
 	have := 0
+	if c.ls.l.HAProxy {
+		var ok bool
+		if have, ok = c.readProxyHeader(buf); !ok {
+			return
+		}
+	}
+	c.write(c.sess.Greeting())
+	if have > 0 { // the client wrote behind its PROXY header before the greeting
+		used := c.feed(buf[:have])
+		have = copy(buf, buf[used:have])
+	}
 	for !c.closed {
 		c.deadline(lmtpIdleTimeout, true)
 		n, err := c.c.Read(buf[have:])
@@ -402,7 +414,7 @@ func (c *lmtpConn) logEnd() {
 		zap.String("protocol", "lmtp"),
 		zap.String("remote", c.remote.String()),
 		zap.String("local", c.local.String()),
-		zap.String("stage", c.stage.String()),
+		zap.String("stage", c.stageName()),
 		zap.String("ended_by", c.endedBy),
 		zap.String("reason", c.reason),
 		zap.Int("messages", c.messages),
@@ -1046,4 +1058,56 @@ func (c *lmtpConn) dataReply(lr *lmtpRcpt) lmtp.Reply {
 		return lr.be.fail.rcptReply(lr.rc, lr.sid)
 	}
 	return lmtp.NewReply(451, "4.4.0", "Proxy failed (session="+lr.sid+")")
+}
+
+// readProxyHeader reads the PROXY header a haproxy listener's connection starts with, within
+// haproxy_timeout, from a peer in haproxy_trusted_networks only; the header's client address
+// becomes the connection's. It returns how many bytes after the header are in buf.
+func (c *lmtpConn) readProxyHeader(buf []byte) (int, bool) {
+	c.inHeader = true
+	if !contains(c.srv.haproxies, c.remote.Addr()) {
+		c.end("proxy", "not from haproxy_trusted_networks")
+		return 0, false
+	}
+	_ = c.c.SetReadDeadline(time.Now().Add(time.Duration(c.srv.cfg.HAProxyTimeout)))
+	have := 0
+	for {
+		n, err := c.c.Read(buf[have:min(len(buf), proxyproto.MaxV2)])
+		c.in += int64(n)
+		have += n
+		hn, ferr := proxyproto.Frame(buf[:have])
+		if ferr != nil {
+			c.end("proxy", "invalid PROXY header: "+ferr.Error())
+			return 0, false
+		}
+		if hn > 0 {
+			pi, perr := parseProxyHeader(buf[:hn])
+			if perr != nil {
+				c.end("proxy", "invalid PROXY header: "+perr.Error())
+				return 0, false
+			}
+			if pi.remote.IsValid() {
+				c.remote, c.local = pi.remote, pi.local
+				c.id = sessionID(c.started, c.remote)
+				c.log = c.srv.log.With(zap.String("session", c.id))
+			}
+			c.inHeader = false
+			return copy(buf, buf[hn:have]), true
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.end("proxy", "PROXY header timeout")
+			} else {
+				c.end("client", "read: "+err.Error())
+			}
+			return 0, false
+		}
+	}
+}
+
+func (c *lmtpConn) stageName() string {
+	if c.inHeader {
+		return StageProxyHeader.String()
+	}
+	return c.stage.String()
 }
