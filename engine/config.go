@@ -34,6 +34,9 @@ type Config struct {
 	LoginSourceIPs []string `yaml:"login_source_ips"`
 	// login_proxy_timeout: connect → successful backend login, per login (Dovecot: 30s).
 	LoginProxyTimeout Duration `yaml:"login_proxy_timeout"`
+	// login_proxy_max_disconnect_delay: when a backend drops many sessions, their clients
+	// are disconnected spread over up to this long (Dovecot: 0, off).
+	LoginProxyMaxDisconnectDelay Duration `yaml:"login_proxy_max_disconnect_delay"`
 	// login_proxy_max_reconnects: retries after a retryable backend failure, 1s apart (Dovecot: 3).
 	LoginProxyMaxReconnects *int `yaml:"login_proxy_max_reconnects"`
 	// auth_failure_delay: how long a failed login waits before its reply (Dovecot: 2s).
@@ -294,6 +297,7 @@ func (c *Config) Validate() error {
 		{"auth_failure_delay", c.AuthFailureDelay},
 		{"login_timeout", c.LoginTimeout},
 		{"haproxy_timeout", c.HAProxyTimeout},
+		{"login_proxy_max_disconnect_delay", c.LoginProxyMaxDisconnectDelay},
 		{"auth_lookup_timeout", c.AuthLookupTimeout},
 	} {
 		if d.v < 0 {

@@ -49,6 +49,7 @@ type loginOutcome struct {
 	stage     Stage
 	reason    string // for the log when the login failed
 	target    string
+	targetAP  netip.AddrPort
 }
 
 // startLogin runs on the loop: it leaves the command phase and hands the credentials to a
@@ -166,12 +167,22 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
 	rec := s.record(out.target)
 	s.fe = nil
+	var hold func() time.Duration
+	if sp := srv.spreader; sp != nil {
+		target := out.targetAP
+		sp.started(target)
+		hold = func() time.Duration { return sp.delay(target, time.Now()) }
+	}
 	_, err = srv.relay.Add(&relay.Session{
-		ClientFD:  fd,
-		BackendFD: out.backendFD,
-		ToClient:  out.toClient,
-		ToBackend: toBackend,
+		ClientFD:   fd,
+		BackendFD:  out.backendFD,
+		ToClient:   out.toClient,
+		ToBackend:  toBackend,
+		HoldClient: hold,
 		Done: func(st relay.Stats) {
+			if srv.spreader != nil {
+				srv.spreader.ended(out.targetAP)
+			}
 			srv.stats.Relaying.Add(-1)
 			reason := "disconnected"
 			if st.Err != nil {
@@ -181,6 +192,9 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		},
 	})
 	if err != nil {
+		if srv.spreader != nil {
+			srv.spreader.ended(out.targetAP)
+		}
 		srv.stats.Relaying.Add(-1)
 		_ = unix.Close(fd)
 		_ = unix.Close(out.backendFD)
@@ -386,6 +400,7 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	}
 	target := netip.AddrPortFrom(ip.Unmap(), uint16(port))
 	out.target = target.String()
+	out.targetAP = target
 	destUser := p.DestUser
 	if destUser == "" {
 		destUser = out.user

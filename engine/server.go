@@ -36,9 +36,10 @@ type Server struct {
 	dialer *dialer
 
 	trusted   []netip.Prefix
-	haproxies []netip.Prefix // haproxy_trusted_networks
-	hostAddrs []netip.Addr   // this host's addresses, for the proxy-loop check
-	proxySelf []netip.Addr   // auth_proxy_self
+	haproxies []netip.Prefix      // haproxy_trusted_networks
+	hostAddrs []netip.Addr        // this host's addresses, for the proxy-loop check
+	proxySelf []netip.Addr        // auth_proxy_self
+	spreader  *disconnectSpreader // login_proxy_max_disconnect_delay; nil when off
 	listeners map[netip.AddrPort]*listener
 	imapCfg   imap.Config
 	pop3Cfg   pop3.Config
@@ -117,6 +118,9 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		s.proxySelf = append(s.proxySelf, ip.Unmap())
 	}
 	s.hostAddrs = hostAddrs()
+	if d := time.Duration(cfg.LoginProxyMaxDisconnectDelay); d > 0 {
+		s.spreader = newDisconnectSpreader(d)
+	}
 	var err error
 	if s.dialer, err = newDialer(cfg.LoginSourceIPs); err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Defaults, set here and nowhere else.
@@ -109,6 +110,13 @@ type Session struct {
 	// reach the other side before anything spliced. The relay keeps the
 	// slices until they are written; the caller must not modify them.
 	ToClient, ToBackend []byte
+	// HoldClient, if set, is asked once when the backend has ended its side and
+	// everything it sent has reached the client: the client's side is then closed
+	// only after the duration it returns (Dovecot's login_proxy_max_disconnect_delay,
+	// which spreads the reconnects when a backend dies). It runs on the worker's
+	// thread and must return at once. The hold ends early if the client sends
+	// something (the write to the closed backend fails) or the session is kicked.
+	HoldClient func() time.Duration
 	// Done is called exactly once, from a worker goroutine, after both fds
 	// are closed. It runs on the worker's thread: it must return quickly
 	// (hand the Stats to a channel or a logger; never block, never call
@@ -168,6 +176,7 @@ func (r *Relay) Add(s *Session) (*Handle, error) {
 	ss := &sess{
 		fd:   [2]int{s.ClientFD, s.BackendFD},
 		done: s.Done,
+		hold: s.HoldClient,
 		slot: -1,
 	}
 	ss.dir[dirToBackend].prefix = s.ToBackend

@@ -3,12 +3,14 @@
 package relay
 
 import (
+	"container/heap"
 	"io"
 	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,6 +64,9 @@ type sess struct {
 	rd, wr  [2]bool // edge-triggered readiness, cleared on EAGAIN
 	dir     [2]direction
 	done    func(Stats)
+	hold    func() time.Duration
+	held    bool  // HoldClient was asked (and its delay, if any, has run out or is running)
+	holdAt  int64 // unix nanoseconds the client side may be closed at; 0 when not held
 	slot    int32
 	queued  bool // on the worker's run queue
 	closed  bool
@@ -86,7 +91,8 @@ type worker struct {
 	free       []int32
 	runq, runx []*sess // sessions that used up their turn
 	idle       []pipeFDs
-	inx, kickx []*sess // spare queue slices, swapped with the inbox
+	holds      holdHeap // sessions whose client side waits to be closed
+	inx, kickx []*sess  // spare queue slices, swapped with the inbox
 	ev         unix.EpollEvent
 	readBuf    [8]byte
 
@@ -187,6 +193,10 @@ func (w *worker) run() {
 	events := make([]unix.EpollEvent, 256)
 	for {
 		timeout := -1
+		if len(w.holds) > 0 {
+			ms := (w.holds[0].holdAt - time.Now().UnixNano() + 999_999) / 1_000_000
+			timeout = int(max(ms, 0))
+		}
 		if len(w.runq) > 0 {
 			timeout = 0
 		}
@@ -208,6 +218,7 @@ func (w *worker) run() {
 			w.onEvent(ev)
 		}
 		w.runQueued()
+		w.releaseHolds()
 		if woke {
 			if pending, stop := w.takeInbox(); stop {
 				w.shutdown(ErrClosed, pending)
@@ -436,8 +447,20 @@ func (w *worker) pumpDir(s *sess, d int) (more bool) {
 			w.putPipe(dr.pipe)
 			dr.pipe = noPipe
 		}
-		// 4. Pass the FIN on once everything before it is delivered.
+		// 4. Pass the FIN on once everything before it is delivered (towards the
+		// client, after the hold HoldClient asks for, if any).
 		if dr.eof {
+			if d == dirToClient && !s.held && s.hold != nil {
+				s.held = true
+				if delay := s.hold(); delay > 0 {
+					s.holdAt = time.Now().Add(delay).UnixNano()
+					heap.Push(&w.holds, s)
+					return false
+				}
+			}
+			if d == dirToClient && s.holdAt != 0 {
+				return false // still held
+			}
 			if !dr.shut {
 				if err := unix.Shutdown(s.fd[dst], unix.SHUT_WR); err != nil {
 					w.fail(s, sideOf(dst), "shutdown", err)
@@ -611,3 +634,30 @@ func closePipe(p pipeFDs) {
 
 // testHookServe, when set before New, runs at the start of every serve.
 var testHookServe func()
+
+// releaseHolds ends the holds whose time has come: the client gets its FIN now.
+func (w *worker) releaseHolds() {
+	now := time.Now().UnixNano()
+	for len(w.holds) > 0 && w.holds[0].holdAt <= now {
+		s := heap.Pop(&w.holds).(*sess)
+		s.holdAt = 0
+		if !s.closed {
+			w.serve(s, -1)
+		}
+	}
+}
+
+// holdHeap orders held sessions by the time their client side may be closed.
+type holdHeap []*sess
+
+func (h holdHeap) Len() int           { return len(h) }
+func (h holdHeap) Less(i, j int) bool { return h[i].holdAt < h[j].holdAt }
+func (h holdHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *holdHeap) Push(x any)        { *h = append(*h, x.(*sess)) }
+func (h *holdHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return s
+}
