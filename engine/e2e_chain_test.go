@@ -182,3 +182,28 @@ imap_id_retain: yes
 		return strings.Contains(log, "rip=127.0.0.25") && !strings.Contains(log, "rip=198.51.100.9")
 	}, "the backend saw the real client address")
 }
+
+// A passdb that sends a user back to this very listener: refused at once with Dovecot's
+// reply, and the process goes on serving.
+func TestSelfLoopRefused(t *testing.T) {
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyAt(t, port, passwdLine("alice", "{PLAIN}secret", fmt.Sprintf("proxy host=127.0.0.1 port=%d", port)))
+	c := dial(t, p.addr, "")
+	c.send("a LOGIN alice secret\r\n")
+	if got := last(c.until("a", 10*time.Second)); got != "a NO [UNAVAILABLE] Account is temporarily unavailable.\r\n" {
+		t.Fatalf("self loop: %q", got)
+	}
+	waitFor(t, func() bool {
+		for _, e := range p.logs.FilterMessage("login failed").All() {
+			if e.ContextMap()["reason"] == "Proxying loops to itself" {
+				return true
+			}
+		}
+		return false
+	}, "the login failed line says the proxy loops to itself")
+	c.send("b NOOP\r\n")
+	expectPrefix(t, last(c.until("b", 5*time.Second)), "b OK")
+}

@@ -10,12 +10,12 @@ import (
 	"doorman/engine/testenv"
 )
 
-// login_proxy_max_disconnect_delay: a backend holding 300 sessions dies; without the delay
+// login_proxy_max_disconnect_delay: a backend holding 500 sessions dies; without the delay
 // every client would see its connection close within a moment, with it the closes spread
 // over the configured time.
 func TestDisconnectSpreading(t *testing.T) {
 	testenv.RequireDovecot(t)
-	const n, delay = 300, 3 * time.Second
+	const n, delay = 500, 3 * time.Second
 	be := testenv.MustStartDovecot(t, testenv.DovecotOptions{Users: []testenv.User{{Name: "alice", Password: "secret"}}})
 	p := startProxy(t, passwdLine("alice", "{PLAIN}secret", "proxy host=127.0.0.1 port="+portOf(be.IMAPAddr)),
 		fmt.Sprintf("login_proxy_max_disconnect_delay: %s", delay))
