@@ -192,6 +192,7 @@ type lmtpConn struct {
 	messages int        // transactions that reached the end of DATA
 	stage    lmtp.State // where the session was when it last did something, for the end line
 	inHeader bool       // still reading the PROXY header (haproxy listeners)
+	ttl      int        // the XCLIENT TTL backends get: lmtpProxyTTL, or a trusted peer's minus one
 
 	in, out int64
 	closed  bool
@@ -212,6 +213,7 @@ func (ls *lmtpServer) newConn(c *net.TCPConn) *lmtpConn {
 		started: now,
 		id:      sessionID(now, remote),
 		sess:    lmtp.NewSession(&ls.cfg),
+		ttl:     lmtpProxyTTL,
 		ctx:     ctx,
 		cancel:  cancel,
 	}
@@ -280,6 +282,8 @@ func (c *lmtpConn) serve() {
 			return
 		}
 	}
+	// Dovecot trusts by the connecting address, or the one a PROXY header gave.
+	c.sess.SetTrusted(srv.isTrusted(c.remote.Addr()))
 	c.write(c.sess.Greeting())
 	if have > 0 { // the client wrote behind its PROXY header before the greeting
 		used := c.feed(buf[:have])
@@ -368,6 +372,8 @@ func (c *lmtpConn) do(acts []lmtp.Action) {
 			c.do(c.sess.FinishData(replies))
 		case lmtp.ActReset:
 			c.endTx()
+		case lmtp.ActXCLIENT:
+			c.applyXCLIENT(a.XClient)
 		case lmtp.ActClose:
 			if len(a.Data) > 0 {
 				c.write(a.Data)
@@ -582,6 +588,10 @@ func (c *lmtpConn) rcpt(rc *lmtp.Rcpt) lmtp.Reply {
 		log.Error("proxying loops to itself")
 		return fail(554, "5.4.6", "Proxying loops to itself", "loop")
 	}
+	if c.ttl <= 0 {
+		log.Error("proxying appears to be looping (TTL=0)")
+		return fail(554, "5.4.6", "Proxying appears to be looping (TTL=0)", "ttl")
+	}
 
 	timeout := lmtpProxyTimeout
 	if p.ProxyTimeout > 0 {
@@ -753,7 +763,7 @@ func (c *lmtpConn) handshake(be *lmtpBackend, src netip.Addr) error {
 		Helo:    c.sess.Helo(),
 		Proto:   "LMTP",
 		Session: be.sid,
-		TTL:     lmtpProxyTTL,
+		TTL:     c.ttl,
 		Port:    int(c.remote.Port()),
 		Addr:    c.remote.Addr().String(),
 	}
@@ -1110,4 +1120,26 @@ func (c *lmtpConn) stageName() string {
 		return StageProxyHeader.String()
 	}
 	return c.stage.String()
+}
+
+// applyXCLIENT takes what a trusted previous hop says about the client (the codec accepts
+// XCLIENT only from trusted peers): its address, session id and TTL, which is lowered by one
+// for our backends, as Dovecot's LMTP proxy does.
+func (c *lmtpConn) applyXCLIENT(x *lmtp.XClient) {
+	if x == nil {
+		return
+	}
+	if a, err := netip.ParseAddr(x.Addr); err == nil {
+		c.remote = netip.AddrPortFrom(a.Unmap(), c.remote.Port())
+	}
+	if x.Port > 0 {
+		c.remote = netip.AddrPortFrom(c.remote.Addr(), uint16(x.Port))
+	}
+	if x.Session != "" && len(x.Session) <= 64 {
+		c.id = x.Session
+		c.log = c.srv.log.With(zap.String("session", c.id))
+	}
+	if x.TTL >= 0 {
+		c.ttl = x.TTL - 1
+	}
 }

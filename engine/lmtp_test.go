@@ -70,7 +70,9 @@ func lmtpExpect(c *client, want string) string {
 func lmtpLHLO(c *client) {
 	c.t.Helper()
 	c.send("LHLO client.example\r\n")
-	lmtpExpect(c, "250-"+lmtpHostname(c.t)+"\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 PIPELINING")
+	// The tests' clients are in login_trusted_networks, so XCLIENT is offered, as Dovecot does.
+	lmtpExpect(c, "250-"+lmtpHostname(c.t)+"\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n"+
+		"250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT")
 }
 
 // lmtpSessionOf takes the session id out of "250 2.0.0 <rcpt> <session> Saved".
@@ -705,4 +707,50 @@ func TestLMTPShutdown(t *testing.T) {
 		t.Fatal("still accepting after close")
 	}
 	waitFor(t, func() bool { return p.logs.FilterMessage("session ended").Len() == 1 }, "session end line")
+}
+
+// LMTP through two Doormans: the second trusts the first, takes its XCLIENT (address,
+// session, TTL) and tells Dovecot the client's address; a loop of two LMTP proxies ends
+// at TTL 0 with Dovecot's 554 reply.
+func TestLMTPChainAndLoop(t *testing.T) {
+	be := sharedBackend(t)
+	second := startProxyFor(t, "lmtp", passwdLine("alice", "", "proxy nopassword host=127.0.0.1 port="+portOf(be.LMTPAddr)), `auth_username_format: "%Ln"`)
+	first := startProxyFor(t, "lmtp", passwdLine("alice", "", "proxy nopassword host=127.0.0.1 port="+portOf(second.addr)), `auth_username_format: "%Ln"`)
+	lmtpChainSend := func(addr, from string) string {
+		t.Helper()
+		c := dial(t, addr, from)
+		expectPrefix(t, c.gr, "220 ")
+		c.send("LHLO client.example\r\n")
+		for l := c.line(5 * time.Second); strings.HasPrefix(l, "250-"); l = c.line(5 * time.Second) {
+		}
+		c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.org>\r\n")
+		expectPrefix(t, c.line(5*time.Second), "250 ")
+		reply := c.line(20 * time.Second)
+		c.send("QUIT\r\n")
+		c.line(5 * time.Second)
+		c.c.Close()
+		return reply
+	}
+	if got := lmtpChainSend(first.addr, "127.0.0.26"); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("RCPT through two proxies: %q", got)
+	}
+	waitFor(t, func() bool {
+		for _, e := range second.logs.FilterMessage("session ended").All() {
+			if strings.HasPrefix(e.ContextMap()["remote"].(string), "127.0.0.26:") {
+				return true
+			}
+		}
+		return false
+	}, "the second hop's session has the client's address")
+
+	portA, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startProxyFor(t, "lmtp", passwdLine("alice", "", fmt.Sprintf("proxy nopassword host=127.0.0.1 port=%d", portA)), `auth_username_format: "%Ln"`)
+	a := startProxyOn(t, portA, "lmtp", passwdLine("alice", "", "proxy nopassword host=127.0.0.1 port="+portOf(b.addr)), `auth_username_format: "%Ln"`)
+	got := lmtpChainSend(a.addr, "127.0.0.27")
+	if !strings.HasPrefix(got, "554 5.4.6") || !strings.Contains(got, "looping") {
+		t.Fatalf("LMTP proxy loop: %q", got)
+	}
 }

@@ -164,6 +164,9 @@ func splitParams(s, what string) ([]Param, *paramError) {
 	var out []Param
 	for _, p := range strings.Split(s, " ") {
 		bad := func(why string) *paramError {
+			if what == "" {
+				return &paramError{501, "Invalid parameter: " + why}
+			}
 			return &paramError{501, "Invalid " + what + " parameter: " + why}
 		}
 		if p == "" {

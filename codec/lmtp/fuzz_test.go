@@ -45,6 +45,7 @@ func FuzzSession(f *testing.F) {
 		if len(d) < fuzzMaxInput {
 			f.Add(append([]byte{0}, d...))
 			f.Add(append([]byte{3}, d...))
+			f.Add(append([]byte{8}, d...))
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -59,8 +60,9 @@ func FuzzSession(f *testing.F) {
 			cfg.MaxRecipients = 2
 		}
 		accept := data[0]&4 == 0
+		trusted := data[0]&8 != 0
 		in := data[1:]
-		whole := fuzzReplay(t, cfg, accept, [][]byte{in})
+		whole := fuzzReplay(t, cfg, accept, trusted, [][]byte{in})
 		rng := rand.New(rand.NewPCG(uint64(len(in)), 3))
 		var pieces [][]byte
 		for b := in; len(b) > 0; {
@@ -68,15 +70,16 @@ func FuzzSession(f *testing.F) {
 			pieces = append(pieces, b[:n])
 			b = b[n:]
 		}
-		split := fuzzReplay(t, cfg, accept, pieces)
+		split := fuzzReplay(t, cfg, accept, trusted, pieces)
 		if whole != split {
 			t.Fatalf("whole and split disagree:\n%s\n---\n%s", whole, split)
 		}
 	})
 }
 
-func fuzzReplay(t *testing.T, cfg Config, accept bool, pieces [][]byte) string {
+func fuzzReplay(t *testing.T, cfg Config, accept, trusted bool, pieces [][]byte) string {
 	s := NewSession(&cfg)
+	s.SetTrusted(trusted)
 	var log strings.Builder
 	log.Write(s.Greeting())
 	var pending []byte
@@ -93,6 +96,11 @@ func fuzzReplay(t *testing.T, cfg Config, accept bool, pieces [][]byte) string {
 			case ActBody:
 				bodyBytes += len(a.Data)
 				log.Write(a.Data)
+			case ActXCLIENT:
+				if a.XClient == nil {
+					t.Fatal("ActXCLIENT without fields")
+				}
+				fmt.Fprintf(&log, "[xclient %+v]", *a.XClient)
 			default:
 				fmt.Fprintf(&log, "[%s]", a.Kind)
 			}

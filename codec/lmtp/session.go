@@ -79,9 +79,13 @@ const (
 	ActReset
 	// ActClose: send Data (may be empty), then close the connection. Reason says why.
 	ActClose
+	// ActXCLIENT: a trusted client sent XCLIENT (XClient holds the fields) and the
+	// "220" greeting is in the ActWrite after it: the engine takes the fields as the
+	// real client's from now on. The session starts over (the client sends LHLO again).
+	ActXCLIENT
 )
 
-var actionNames = [...]string{"", "write", "rcpt", "data", "body", "data-end", "reset", "close"}
+var actionNames = [...]string{"", "write", "rcpt", "data", "body", "data-end", "reset", "close", "xclient"}
 
 func (k ActionKind) String() string {
 	if int(k) < len(actionNames) && k != 0 {
@@ -96,6 +100,8 @@ type Action struct {
 	Data   []byte
 	Rcpt   *Rcpt
 	Reason string
+	// XClient is the ActXCLIENT's fields.
+	XClient *XClient
 }
 
 // Session is the server side of one LMTP connection (RFC 2033, with Dovecot's replies):
@@ -114,6 +120,7 @@ type Session struct {
 	txSeq    int   // transactions started on this connection
 	bad      int
 	skipping bool // discarding the rest of a line that was too long
+	trusted  bool // the client is in login_trusted_networks: XCLIENT is offered
 
 	dec  DotDecoder
 	body []byte // scratch for ActBody
@@ -126,13 +133,24 @@ func NewSession(cfg *Config) *Session {
 	return &Session{cfg: cfg}
 }
 
+// SetTrusted says whether the client is trusted (Dovecot's login_trusted_networks):
+// a trusted client sees XCLIENT in the LHLO reply and may send it. Call it right after
+// NewSession.
+func (s *Session) SetTrusted(trusted bool) { s.trusted = trusted }
+
+// Trusted reports what SetTrusted set.
+func (s *Session) Trusted() bool { return s.trusted }
+
 // Greeting is the first line the client gets: "220 <hostname> <greeting>".
 func (s *Session) Greeting() []byte {
-	g := s.cfg.Greeting
-	if g == "" {
-		g = "Doorman LMTP ready"
+	return []byte("220 " + s.cfg.Hostname + " " + s.greetingText() + "\r\n")
+}
+
+func (s *Session) greetingText() string {
+	if s.cfg.Greeting == "" {
+		return "Doorman LMTP ready"
 	}
-	return []byte("220 " + s.cfg.Hostname + " " + g + "\r\n")
+	return s.cfg.Greeting
 }
 
 // State returns where the session is.
@@ -282,7 +300,12 @@ func (s *Session) command(cmd Command) {
 		}
 		s.resetTx()
 		s.helo = cmd.Params
-		s.write(&Reply{Code: 250, Lines: []string{s.cfg.Hostname, "8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING"}})
+		lines := []string{s.cfg.Hostname, "8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING"}
+		if s.trusted {
+			// lib-smtp lists capabilities alphabetically: XCLIENT comes last.
+			lines = append(lines, "XCLIENT "+xclientFields)
+		}
+		s.write(&Reply{Code: 250, Lines: lines})
 	case VerbMAIL:
 		if s.mail != nil {
 			s.write(replyp(503, "5.5.0", "MAIL already given"))
@@ -358,8 +381,10 @@ func (s *Session) command(cmd Command) {
 		s.write(replyp(252, "2.3.3", "Try RCPT instead"))
 	case VerbSTARTTLS:
 		s.write(replyp(502, "5.5.1", "TLS support is not enabled."))
-	case VerbBDAT, VerbXCLIENT, VerbAUTH:
-		// Not advertised: CHUNKING, XCLIENT and AUTH are not offered by Doorman.
+	case VerbXCLIENT:
+		s.xclient(cmd.Params)
+	case VerbBDAT, VerbAUTH:
+		// Not advertised: CHUNKING and AUTH are not offered by Doorman.
 		s.write(replyp(502, "5.5.1", "Unsupported command"))
 	default:
 		s.write(replyp(500, "5.5.1", "Unknown command"))

@@ -7,14 +7,16 @@ package lmtp
 // Format, one directive per line ("#" starts a comment line, blank lines are skipped):
 //
 //	O: key=value   option, before anything else: hostname, greeting (text); maxline,
-//	               maxbad, maxrcpt (int). Default hostname "mx.test".
+//	               maxbad, maxrcpt (int); trusted (1: SetTrusted(true)). Default
+//	               hostname "mx.test".
 //	C: bytes       the client sends bytes. Consecutive C: lines form one chunk, fed
 //	               when the next non-C: line (or the end) comes.
 //	S: bytes       the server sends bytes. The greeting is the first S: of every file.
 //	B: bytes       message bytes the session hands over (ActBody), dot-stuffing removed;
 //	               adjacent B: lines and actions are compared as one stream.
 //	A: action      another action: "rcpt <index> <address> [orcpt=<type>;<addr>]",
-//	               "data", "data-end", "reset", "close <reason>".
+//	               "data", "data-end", "reset", "close <reason>", "xclient addr=<a>
+//	               port=<n> proto=<p> helo=<h> login=<l> session=<s> ttl=<n> timeout=<n>".
 //	E: event       the engine answers: "rcpt <reply>" (ResumeRcpt), "finish <reply> |
 //	               <reply> ..." (FinishData), "timeout", "shutdown"; a reply is written
 //	               "<code> [<enhanced>] <text>". After an event the runner calls Feed
@@ -44,9 +46,10 @@ type tLine struct {
 }
 
 type transcript struct {
-	name  string
-	cfg   Config
-	lines []tLine
+	name    string
+	cfg     Config
+	trusted bool
+	lines   []tLine
 }
 
 func TestTranscripts(t *testing.T) {
@@ -180,6 +183,7 @@ type runner struct {
 func (tr *transcript) run(t *testing.T, sp splitter) []logEntry {
 	cfg := tr.cfg
 	r := &runner{t: t, tr: tr, s: NewSession(&cfg)}
+	r.s.SetTrusted(tr.trusted)
 	r.log = appendLog(r.log, 'S', string(r.s.Greeting()))
 	var chunk []byte
 	flush := func() {
@@ -252,6 +256,10 @@ func (r *runner) record(acts []Action) {
 				s += " orcpt=" + a.Rcpt.OrcptType + ";" + a.Rcpt.Orcpt
 			}
 			r.log = appendLog(r.log, 'A', s)
+		case ActXCLIENT:
+			x := a.XClient
+			r.log = appendLog(r.log, 'A', fmt.Sprintf("xclient addr=%s port=%d proto=%s helo=%s login=%s session=%s ttl=%d timeout=%d",
+				x.Addr, x.Port, x.Proto, x.Helo, x.Login, x.Session, x.TTL, x.Timeout))
 		default:
 			r.log = appendLog(r.log, 'A', a.Kind.String())
 		}
@@ -327,6 +335,8 @@ func loadTranscript(path string) (*transcript, error) {
 				tr.cfg.MaxBadCommands = atoi()
 			case "maxrcpt":
 				tr.cfg.MaxRecipients = atoi()
+			case "trusted":
+				tr.trusted = atoi() != 0
 			default:
 				return nil, fmt.Errorf("%s:%d: unknown option %q", path, no, k)
 			}
