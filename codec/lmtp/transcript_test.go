@@ -31,12 +31,13 @@ package lmtp
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"doorman/codec/internal/codectest"
 )
 
 type tLine struct {
@@ -67,44 +68,15 @@ func TestTranscripts(t *testing.T) {
 		}
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
 			want := tr.expected(t)
-			splits := []splitter{{name: "whole"}, {name: "bytes", bytewise: true}}
-			for seed := uint64(1); seed <= 8; seed++ {
-				splits = append(splits, splitter{name: fmt.Sprintf("random%d", seed), rng: rand.New(rand.NewPCG(seed, 11))})
-			}
-			for _, sp := range splits {
+			for _, sp := range codectest.Splits(8, 11) {
 				got := tr.run(t, sp)
 				if g, w := renderLog(got), renderLog(want); g != w {
-					t.Errorf("%s fed %s:\n%s", tr.name, sp.name, diffLogs(g, w))
+					t.Errorf("%s fed %s:\n%s", tr.name, sp.Name, diffLogs(g, w))
 					return
 				}
 			}
 		})
 	}
-}
-
-type splitter struct {
-	name     string
-	bytewise bool
-	rng      *rand.Rand
-}
-
-func (sp splitter) split(b []byte) [][]byte {
-	var out [][]byte
-	switch {
-	case sp.bytewise:
-		for i := range b {
-			out = append(out, b[i:i+1])
-		}
-	case sp.rng != nil:
-		for len(b) > 0 {
-			n := 1 + sp.rng.IntN(min(len(b), 1+sp.rng.IntN(40)))
-			out = append(out, b[:n])
-			b = b[n:]
-		}
-	default:
-		out = append(out, b)
-	}
-	return out
 }
 
 type logEntry struct {
@@ -180,14 +152,14 @@ type runner struct {
 	log     []logEntry
 }
 
-func (tr *transcript) run(t *testing.T, sp splitter) []logEntry {
+func (tr *transcript) run(t *testing.T, sp codectest.Splitter) []logEntry {
 	cfg := tr.cfg
 	r := &runner{t: t, tr: tr, s: NewSession(&cfg)}
 	r.s.SetTrusted(tr.trusted)
 	r.log = appendLog(r.log, 'S', string(r.s.Greeting()))
 	var chunk []byte
 	flush := func() {
-		for _, piece := range sp.split(chunk) {
+		for _, piece := range sp.Split(chunk) {
 			r.pending = append(r.pending, piece...)
 			r.feed()
 		}

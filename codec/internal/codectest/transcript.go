@@ -197,14 +197,10 @@ func Transcripts[C any](t *testing.T, fsys fs.FS, fe *Frontend[C]) {
 		}
 		t.Run(strings.TrimSuffix(path.Base(f), ".txt"), func(t *testing.T) {
 			want := tr.expected(t)
-			splits := []splitter{{name: "whole"}, {name: "bytes", bytewise: true}}
-			for seed := uint64(1); seed <= 6; seed++ {
-				splits = append(splits, splitter{name: fmt.Sprintf("random%d", seed), rng: rand.New(rand.NewPCG(seed, 7))})
-			}
-			for _, sp := range splits {
+			for _, sp := range Splits(6, 7) {
 				got := tr.run(t, fe, sp)
 				if g, w := renderLog(got), renderLog(want); g != w {
-					t.Errorf("%s fed %s:\n%s", tr.name, sp.name, diffLogs(g, w))
+					t.Errorf("%s fed %s:\n%s", tr.name, sp.Name, diffLogs(g, w))
 					return
 				}
 			}
@@ -212,14 +208,27 @@ func Transcripts[C any](t *testing.T, fsys fs.FS, fe *Frontend[C]) {
 	}
 }
 
-// splitter cuts a chunk of client bytes into the pieces given to Feed one at a time.
-type splitter struct {
-	name     string
+// Splitter cuts a chunk of input into the pieces given to Feed one at a time: whole, a
+// byte at a time, or at random points. Every transcript harness replays its files with
+// the same Splitters, so the three ways are defined once.
+type Splitter struct {
+	Name     string
 	bytewise bool
 	rng      *rand.Rand
 }
 
-func (sp splitter) split(b []byte) [][]byte {
+// Splits is the usual set: whole, byte by byte, and seeds random splitters seeded from
+// 1 to seeds on stream.
+func Splits(seeds int, stream uint64) []Splitter {
+	splits := []Splitter{{Name: "whole"}, {Name: "bytes", bytewise: true}}
+	for seed := uint64(1); seed <= uint64(seeds); seed++ {
+		splits = append(splits, Splitter{Name: fmt.Sprintf("random%d", seed), rng: rand.New(rand.NewPCG(seed, stream))})
+	}
+	return splits
+}
+
+// Split cuts b.
+func (sp Splitter) Split(b []byte) [][]byte {
 	var out [][]byte
 	switch {
 	case sp.bytewise:
@@ -323,12 +332,12 @@ type runner struct {
 	closed  bool
 }
 
-func (tr *transcript[C]) run(t *testing.T, fe *Frontend[C], sp splitter) []logEntry {
+func (tr *transcript[C]) run(t *testing.T, fe *Frontend[C], sp Splitter) []logEntry {
 	r := &runner{t: t, name: tr.name, rules: fe.rules(), s: fe.New(tr.cfg, tr.info)}
 	r.log = appendLog(r.log, 'S', string(r.s.Greeting()))
 	var chunk []byte
 	flush := func() {
-		for _, p := range sp.split(chunk) {
+		for _, p := range sp.Split(chunk) {
 			r.feed(p)
 		}
 		chunk = nil
@@ -355,11 +364,11 @@ func (tr *transcript[C]) run(t *testing.T, fe *Frontend[C], sp splitter) []logEn
 				}
 			}
 			if !bytes.Equal(r.pending, want) {
-				t.Errorf("%s:%d (%s): unconsumed %q, want %q", tr.name, l.no, sp.name, r.pending, want)
+				t.Errorf("%s:%d (%s): unconsumed %q, want %q", tr.name, l.no, sp.Name, r.pending, want)
 			}
 		case 'T':
 			if got := r.s.StateName(); got != l.text {
-				t.Errorf("%s:%d (%s): state %s, want %s", tr.name, l.no, sp.name, got, l.text)
+				t.Errorf("%s:%d (%s): state %s, want %s", tr.name, l.no, sp.Name, got, l.text)
 			}
 		}
 	}
