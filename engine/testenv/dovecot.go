@@ -67,8 +67,41 @@ type DovecotOptions struct {
 	// "user*master" and SASL PLAIN with authzid=user, authcid=master.
 	MasterUser, MasterPass string
 	// TrustedNetworks is login_trusted_networks (ID x-originating-ip and
-	// friends are accepted from there). "" means "127.0.0.0/8".
+	// friends are accepted from there). "" means "127.0.0.0/8"; "none"
+	// trusts no one (see SSL: Dovecot counts trusted clients as secure).
 	TrustedNetworks string
+	// SSL is Dovecot's ssl setting: "" (or "no") serves plain text only,
+	// "yes" adds STARTTLS (plain-text logins stay allowed:
+	// disable_plaintext_auth = no), "required" refuses logins on
+	// connections that Dovecot does not count as secure.
+	//
+	// Dovecot 2.3 counts as secure not only TLS but also a client whose
+	// IP is the local IP of the connection (127.0.0.1 → 127.0.0.1) or is
+	// in login_trusted_networks: such logins succeed even with
+	// "required". For a backend that makes a client on 127.0.0.1 use TLS,
+	// set ListenIP to another loopback address (a connection to 127.0.0.X
+	// comes from 127.0.0.1 unless bound) and TrustedNetworks to "none".
+	// A plain-text login there gets, in IMAP (whose greeting then
+	// advertises LOGINDISABLED), for LOGIN an untagged "* BAD [ALERT]
+	// Plaintext authentication not allowed without SSL/TLS, but your
+	// client did it anyway. If anyone was listening, the password was
+	// exposed." and "NO [PRIVACYREQUIRED] Plaintext authentication
+	// disallowed on non-secure (SSL/TLS) connections.", for AUTHENTICATE
+	// "NO [PRIVACYREQUIRED] Authentication not allowed until SSL/TLS is
+	// enabled."; in POP3 (already for USER) "-ERR [AUTH] Plaintext
+	// authentication disallowed on non-secure (SSL/TLS) connections.";
+	// in submission (EHLO without AUTH) "530 5.7.0 TLS required.";
+	// ManageSieve: NO (ENCRYPT-NEEDED). LMTP (no login) still accepts
+	// recipients.
+	SSL string
+	// SSLCert and SSLKey are the PEM files of the server certificate
+	// (with any intermediates) and its key, required unless SSL is ""
+	// or "no" (e.g. from CA.Issue). Dovecot reads them when it starts.
+	SSLCert, SSLKey string
+	// TLSPorts also opens implicit-TLS listeners on free ports of
+	// ListenIP: imaps, and pop3s and submissions if those protocols are
+	// enabled (LMTP and ManageSieve have none). Needs SSL.
+	TLSPorts bool
 	// ExtraConfig is appended verbatim to the generated dovecot.conf.
 	ExtraConfig string
 	// StartTimeout bounds the wait for the first greeting; 0 means 30s.
@@ -89,9 +122,15 @@ type Dovecot struct {
 	// Addresses of the other protocols, "" unless enabled in
 	// DovecotOptions.Protocols.
 	POP3Addr       string
-	SubmissionAddr string // SMTP submission (AUTH PLAIN/LOGIN, no TLS), relays to Sink
+	SubmissionAddr string // SMTP submission (AUTH PLAIN/LOGIN; STARTTLS if DovecotOptions.SSL), relays to Sink
 	LMTPAddr       string // LMTP delivering into the users' maildirs
 	SieveAddr      string // ManageSieve
+
+	// Implicit-TLS addresses, "" unless DovecotOptions.TLSPorts (and for
+	// POP3 and submission, the protocol) is enabled.
+	IMAPSAddr       string // IMAP over TLS (imaps)
+	POP3SAddr       string // POP3 over TLS (pop3s)
+	SubmissionsAddr string // submission over TLS (submissions, RFC 8314)
 
 	// Sink receives what the submission service relays; nil unless
 	// submission is enabled. Stop closes it.
@@ -292,6 +331,9 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSSL(&opts); err != nil {
+		return nil, err
+	}
 	if err := AvailableProtocols(protos...); err != nil {
 		return nil, err
 	}
@@ -337,12 +379,20 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 		}
 	}
 
-	// the ports asked for, per protocol (0: pick a free one)
+	// the ports asked for, per listener (0: pick a free one)
 	asked := map[string]int{"imap": opts.IMAPPort, "pop3": opts.POP3Port,
 		"submission": opts.SubmissionPort, "lmtp": opts.LMTPPort, "sieve": opts.SievePort}
+	listeners := append([]string(nil), protos...)
+	if opts.TLSPorts {
+		for _, p := range protos {
+			if l := tlsListener[p]; l != "" {
+				listeners = append(listeners, l)
+			}
+		}
+	}
 	tries := 1
 	portOf := map[int]string{}
-	for _, p := range protos {
+	for _, p := range listeners {
 		if asked[p] == 0 {
 			tries = 3 // a free port may be taken between FreePort and bind
 		} else if q, dup := portOf[asked[p]]; dup {
@@ -355,12 +405,12 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 	for i := 0; i < tries; i++ {
 		ports := map[string]int{}
 		taken := map[int]bool{}
-		for _, p := range protos {
+		for _, p := range listeners {
 			if asked[p] != 0 {
 				taken[asked[p]] = true
 			}
 		}
-		for _, p := range protos {
+		for _, p := range listeners {
 			port := asked[p]
 			for port == 0 || (asked[p] == 0 && taken[port]) {
 				if port, err = freePortOn(d.listenIP); err != nil {
@@ -382,6 +432,44 @@ func StartDovecot(opts DovecotOptions) (*Dovecot, error) {
 		}
 	}
 	return fail(lastErr)
+}
+
+// tlsListener names the implicit-TLS listener of a protocol (TLSPorts).
+var tlsListener = map[string]string{"imap": "imaps", "pop3": "pop3s", "submission": "submissions"}
+
+// listenerOrder is the order in which start greets the listeners: the
+// plain ones as protocolOrder, each followed by its implicit-TLS one.
+var listenerOrder = []string{"imap", "imaps", "pop3", "pop3s", "submission", "submissions", "lmtp", "sieve"}
+
+// checkSSL validates the SSL options and makes the file names absolute
+// (dovecot runs in the run folder).
+func checkSSL(opts *DovecotOptions) error {
+	switch opts.SSL {
+	case "", "no":
+		if opts.TLSPorts {
+			return errors.New("testenv: TLSPorts needs SSL \"yes\" or \"required\"")
+		}
+		return nil
+	case "yes", "required":
+	default:
+		return fmt.Errorf("testenv: SSL %q: want \"\", \"no\", \"yes\" or \"required\"", opts.SSL)
+	}
+	if opts.SSLCert == "" || opts.SSLKey == "" {
+		return fmt.Errorf("testenv: SSL %q needs SSLCert and SSLKey", opts.SSL)
+	}
+	for _, f := range []*string{&opts.SSLCert, &opts.SSLKey} {
+		abs, err := filepath.Abs(*f)
+		if err != nil {
+			return err
+		}
+		// Dovecot would only say so in its log, after a start that
+		// looks fine
+		if _, err := os.Stat(abs); err != nil {
+			return fmt.Errorf("testenv: %v", err)
+		}
+		*f = abs
+	}
+	return nil
 }
 
 // instanceNames derives a unique instance_name and a short base_dir from the
@@ -502,13 +590,18 @@ func (d *Dovecot) setAddrs(ports map[string]int) {
 	d.SubmissionAddr = addr("submission")
 	d.LMTPAddr = addr("lmtp")
 	d.SieveAddr = addr("sieve")
+	d.IMAPSAddr = addr("imaps")
+	d.POP3SAddr = addr("pop3s")
+	d.SubmissionsAddr = addr("submissions")
 }
 
-// addrs returns the enabled protocols' addresses, keyed by protocol.
+// addrs returns the open listeners' addresses, keyed by protocol or, for
+// the implicit-TLS ones, by listener name (tlsListener).
 func (d *Dovecot) addrs() map[string]string {
 	m := map[string]string{}
 	for p, a := range map[string]string{"imap": d.IMAPAddr, "pop3": d.POP3Addr,
-		"submission": d.SubmissionAddr, "lmtp": d.LMTPAddr, "sieve": d.SieveAddr} {
+		"submission": d.SubmissionAddr, "lmtp": d.LMTPAddr, "sieve": d.SieveAddr,
+		"imaps": d.IMAPSAddr, "pop3s": d.POP3SAddr, "submissions": d.SubmissionsAddr} {
 		if a != "" {
 			m[p] = a
 		}
@@ -520,6 +613,8 @@ func (d *Dovecot) config(opts DovecotOptions, ports map[string]int) string {
 	trusted := opts.TrustedNetworks
 	if trusted == "" {
 		trusted = "127.0.0.0/8"
+	} else if trusted == "none" {
+		trusted = ""
 	}
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -529,8 +624,18 @@ func (d *Dovecot) config(opts DovecotOptions, ports map[string]int) string {
 	p("state_dir = %s", filepath.Join(d.Dir, "state"))
 	p("listen = %s", d.listenIP)
 	p("protocols = %s", strings.Join(d.Protocols, " "))
-	p("ssl = no")
-	p("disable_plaintext_auth = no")
+	switch opts.SSL {
+	case "", "no":
+		p("ssl = no")
+	default:
+		p("ssl = %s", opts.SSL)
+		p("ssl_cert = <%s", opts.SSLCert)
+		p("ssl_key = <%s", opts.SSLKey)
+	}
+	if opts.SSL != "required" {
+		// (ssl = required implies disable_plaintext_auth = yes)
+		p("disable_plaintext_auth = no")
+	}
 	p("auth_mechanisms = plain login")
 	p("auth_failure_delay = 0")
 	p("auth_verbose = yes")
@@ -574,7 +679,13 @@ func (d *Dovecot) config(opts DovecotOptions, ports map[string]int) string {
 	p("    port = %d", ports["imap"])
 	p("  }")
 	p("  inet_listener imaps {")
-	p("    port = 0")
+	if ports["imaps"] != 0 {
+		p("    address = %s", d.listenIP)
+		p("    port = %d", ports["imaps"])
+		p("    ssl = yes")
+	} else {
+		p("    port = 0")
+	}
 	p("  }")
 	p("  service_count = 0")
 	p("  process_min_avail = 2")
@@ -664,7 +775,7 @@ func (d *Dovecot) start(opts DovecotOptions) error {
 		default:
 		}
 		var lastErr error
-		for _, p := range d.Protocols {
+		for _, p := range listenerOrder {
 			addr, ok := pending[p]
 			if !ok {
 				continue
@@ -706,6 +817,11 @@ func greet(addr string) error {
 		return err
 	}
 	defer c.Close()
+	return greetIMAP(c)
+}
+
+// greetIMAP expects an IMAP "* OK" greeting on c.
+func greetIMAP(c net.Conn) error {
 	c.SetDeadline(time.Now().Add(2 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
@@ -840,7 +956,7 @@ func (d *Dovecot) stop() error {
 	}
 	// The listening sockets are closed with the last process holding them.
 	deadline := time.Now().Add(5 * time.Second)
-	for _, p := range d.Protocols {
+	for _, p := range listenerOrder {
 		addr := d.addrs()[p]
 		for addr != "" {
 			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)

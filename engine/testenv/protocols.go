@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -17,6 +18,13 @@ func (d *Dovecot) protocolConfig(p func(string, ...any), opts DovecotOptions, po
 		p("    port = %d", port)
 		p("  }")
 	}
+	sslListener := func(name string, port int) {
+		p("  inet_listener %s {", name)
+		p("    address = %s", d.listenIP)
+		p("    port = %d", port)
+		p("    ssl = yes")
+		p("  }")
+	}
 	// login services as imap-login: one process serves many clients
 	login := func() {
 		p("  service_count = 0")
@@ -27,9 +35,13 @@ func (d *Dovecot) protocolConfig(p func(string, ...any), opts DovecotOptions, po
 		p("")
 		p("service pop3-login {")
 		listener("pop3", ports["pop3"])
-		p("  inet_listener pop3s {")
-		p("    port = 0")
-		p("  }")
+		if ports["pop3s"] != 0 {
+			sslListener("pop3s", ports["pop3s"])
+		} else {
+			p("  inet_listener pop3s {")
+			p("    port = 0")
+			p("  }")
+		}
 		login()
 		p("}")
 		p("service pop3 {")
@@ -45,6 +57,9 @@ func (d *Dovecot) protocolConfig(p func(string, ...any), opts DovecotOptions, po
 		p("submission_relay_ssl = no")
 		p("service submission-login {")
 		listener("submission", ports["submission"])
+		if ports["submissions"] != 0 {
+			sslListener("submissions", ports["submissions"])
+		}
 		login()
 		p("}")
 		p("service submission {")
@@ -88,16 +103,26 @@ func (d *Dovecot) protocolConfig(p func(string, ...any), opts DovecotOptions, po
 	}
 }
 
-// greetProtocol connects to addr and expects protocol p's greeting.
+// greetProtocol connects to addr and expects protocol p's greeting; p may
+// also name an implicit-TLS listener ("imaps", see tlsListener).
 func greetProtocol(p, addr string) error {
-	if p == "imap" {
-		return greet(addr)
-	}
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	for plain, l := range tlsListener {
+		if p == l {
+			// Only whether it is up and its certificate loads: the
+			// tests check the chain against their CA themselves.
+			c = tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+			p = plain
+			break
+		}
+	}
+	if p == "imap" {
+		return greetIMAP(c)
+	}
 	c.SetDeadline(time.Now().Add(2 * time.Second))
 	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
