@@ -74,6 +74,45 @@ type Config struct {
 	// auth_workers: concurrent password hash verifications (0 = number of CPUs).
 	AuthWorkers int `yaml:"auth_workers"`
 
+	// ssl: "no" (no TLS: STARTTLS answered as not enabled), "yes" (STARTTLS offered, ssl
+	// listeners), "required" (as "yes", and no login at all without TLS: loopback and
+	// login_trusted_networks no longer count as secured, as Dovecot 2.4 has it).
+	// Default: "yes" when ssl_cert is set, else "no".
+	SSL string `yaml:"ssl"`
+	// ssl_cert and ssl_key: PEM files of the default certificate (chain first) and its key.
+	// Dovecot's "<file" form is accepted.
+	SSLCert string `yaml:"ssl_cert"`
+	SSLKey  string `yaml:"ssl_key"`
+	// local_name: certificates by the name the client asks for (SNI), Dovecot's
+	// `local_name name { ssl_cert ssl_key }`; "*.example.com" matches one label.
+	LocalName map[string]LocalName `yaml:"local_name"`
+	// ssl_min_protocol: TLSv1.2 (Dovecot 2.3's default) or TLSv1.3; TLSv1 and TLSv1.1 are
+	// refused (crypto/tls still has them, no current client needs them).
+	SSLMinProtocol string `yaml:"ssl_min_protocol"`
+	// ssl_cipher_suites: the TLS 1.2 cipher suites, by their IANA names, in no particular
+	// order (crypto/tls orders them itself; TLS 1.3's are not configurable). Empty = Go's
+	// defaults (ECDHE with AES-GCM or ChaCha20 only).
+	SSLCipherSuites []string `yaml:"ssl_cipher_suites"`
+	// ssl_curve_list: key exchange groups in preference order (X25519MLKEM768, X25519,
+	// P-256, P-384, P-521). Empty = Go's defaults.
+	SSLCurveList []string `yaml:"ssl_curve_list"`
+	// ssl_session_ticket_keys: a file of 32-byte session ticket keys, one per line in hex:
+	// the first encrypts, all decrypt. Proxy hosts that share the file resume each
+	// other's sessions; rotate by prepending a key and reloading (SIGHUP). Empty = a
+	// random key per process, rotated by crypto/tls.
+	SSLSessionTicketKeys string `yaml:"ssl_session_ticket_keys"`
+	// ssl_handshake_timeout: how long a client's TLS handshake may take (Doorman).
+	SSLHandshakeTimeout Duration `yaml:"ssl_handshake_timeout"`
+	// ssl_max_handshakes: TLS handshakes run at once; more wait for a slot (Doorman).
+	// 0 = 64 per CPU.
+	SSLMaxHandshakes int `yaml:"ssl_max_handshakes"`
+	// ssl_client_ca_file: the CAs that backends' certificates (passdb ssl=yes, starttls=yes)
+	// are verified against; empty = the system's roots.
+	SSLClientCAFile string `yaml:"ssl_client_ca_file"`
+	// ssl_client_cert and ssl_client_key: the certificate Doorman shows to backends.
+	SSLClientCert string `yaml:"ssl_client_cert"`
+	SSLClientKey  string `yaml:"ssl_client_key"`
+
 	Relay RelayConfig `yaml:"relay"`
 	Log   LogConfig   `yaml:"log"`
 
@@ -90,6 +129,15 @@ type Listener struct {
 	// header, from a peer in haproxy_trusted_networks; the header's client address is the
 	// client's address from then on.
 	HAProxy bool `yaml:"haproxy"`
+	// SSL (Dovecot's inet_listener ssl=yes): implicit TLS, the handshake comes first (after
+	// the PROXY header on a haproxy listener). Needs ssl_cert.
+	SSL bool `yaml:"ssl"`
+}
+
+// LocalName is one SNI name's certificate.
+type LocalName struct {
+	SSLCert string `yaml:"ssl_cert"`
+	SSLKey  string `yaml:"ssl_key"`
 }
 
 // Passdb is one entry of the passdb list; fields by driver.
@@ -187,6 +235,18 @@ func (c *Config) Defaults() {
 	}
 	if c.AuthLookupTimeout == 0 {
 		c.AuthLookupTimeout = Duration(5 * time.Second)
+	}
+	if c.SSL == "" {
+		c.SSL = "no"
+		if c.SSLCert != "" {
+			c.SSL = "yes"
+		}
+	}
+	if c.SSLMinProtocol == "" {
+		c.SSLMinProtocol = "TLSv1.2"
+	}
+	if c.SSLHandshakeTimeout == 0 {
+		c.SSLHandshakeTimeout = Duration(30 * time.Second)
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -319,6 +379,7 @@ func (c *Config) Validate() error {
 	default:
 		add("log.format", "unknown format %q (json, console)", c.Log.Format)
 	}
+	c.validateTLS(add)
 	if c.Relay.PipeSize < 0 || c.Relay.Workers < 0 {
 		add("relay", "workers and pipe_size must not be negative")
 	}

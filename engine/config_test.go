@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"doorman/engine/testenv"
 )
 
 // The configuration shown in the README must parse exactly as written (tooling outside the
@@ -49,8 +51,34 @@ func TestREADMEConfigParses(t *testing.T) {
 }
 
 func TestExampleConfigParses(t *testing.T) {
-	if _, err := LoadConfig("../cmd/doorman/example/doorman.yaml"); err != nil {
+	// The example's certificates are made by `make run` (tools/devcert): make them here
+	// beside a copy.
+	dir := t.TempDir()
+	for _, f := range []string{"doorman.yaml", "users.passwd"} {
+		b, err := os.ReadFile(filepath.Join("../cmd/doorman/example", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := LoadConfig(filepath.Join(dir, "doorman.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "ssl_cert") {
+		t.Fatalf("without its certificate the example config gave %v, want an ssl_cert error", err)
+	}
+	ca, err := testenv.NewCA(filepath.Join(dir, "tls"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if _, _, err := ca.Issue("doorman", "localhost"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = LoadConfig(filepath.Join(dir, "doorman.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SSL != "yes" {
+		t.Fatalf("ssl = %q, want the default yes when ssl_cert is set", cfg.SSL)
 	}
 }
 

@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -17,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"doorman/codec/login"
+	"doorman/engine/relay"
+	"doorman/engine/tlsio"
 )
 
 // dialer opens backend connections from login_source_ips, round robin. Each socket sets
@@ -150,15 +154,29 @@ var readBufs bytebufferpool.Pool
 // buffer here need not be larger.
 const maxBackendLine = 4096
 
-// backendAttempt makes one connection to the backend and runs the login dialogue on it.
-// On success the socket comes back as a raw non-blocking fd owned by the caller, with
-// whatever the backend sent after its final OK.
-func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target netip.AddrPort, source netip.Addr, deadline time.Time, bp *login.BackendParams, header []byte) (fd int, rest []byte, res login.BackendResult, stage Stage, err error) {
+// backendTLS is how a backend login uses TLS: from the start (passdb ssl=) or after
+// STARTTLS (starttls=).
+type backendTLS struct {
+	config   *tls.Config
+	implicit bool
+}
+
+// tlsStarter is the part of a backend login codec that continues after STARTTLS.
+type tlsStarter interface {
+	TLSStarted() (out []byte, res login.BackendResult)
+}
+
+// backendAttempt is one connect and login at a backend, on the login goroutine with a
+// blocking socket: the PROXY header if asked for, TLS if the passdb says so, then the
+// protocol's login codec. On success the socket leaves Go's netpoller (fd), with its TLS
+// switched to FD mode for the relay, and rest holds the backend's plaintext bytes after
+// its final reply.
+func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target netip.AddrPort, source netip.Addr, deadline time.Time, bp *login.BackendParams, header []byte, bt *backendTLS) (fd int, btls *relay.TLS, rest []byte, res login.BackendResult, stage Stage, err error) {
 	stage = StageConnect
 	fd = -1
 	conn, err := srv.dialer.dial(ctx, target, source, deadline)
 	if err != nil {
-		return fd, nil, res, stage, fmt.Errorf("connect(%s) failed: %w", target, err)
+		return fd, nil, nil, res, stage, fmt.Errorf("connect(%s) failed: %w", target, err)
 	}
 	defer conn.Close()
 	stage = StageBackendLogin
@@ -168,7 +186,26 @@ func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target n
 
 	if len(header) > 0 {
 		if _, werr := conn.Write(header); werr != nil {
-			return fd, nil, res, stage, fmt.Errorf("backend write: %w", werr)
+			return fd, nil, nil, res, stage, fmt.Errorf("backend write: %w", werr)
+		}
+	}
+	var (
+		rw  io.ReadWriter = conn
+		raw *tlsio.Conn
+		tc  *tls.Conn
+	)
+	handshake := func() error {
+		raw = tlsio.NewNet(conn)
+		tc = tls.Client(raw, bt.config)
+		if herr := tc.HandshakeContext(ctx); herr != nil {
+			return fmt.Errorf("TLS handshake with backend %s (%s) failed: %w", target, bt.config.ServerName, herr)
+		}
+		rw = tc
+		return nil
+	}
+	if bt != nil && bt.implicit {
+		if err := handshake(); err != nil {
+			return fd, nil, nil, res, stage, err
 		}
 	}
 	bl := proto.newBackend(bp)
@@ -181,16 +218,38 @@ func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target n
 	for {
 		if len(buf) == cap(buf) {
 			// The codec gives up on over-long lines itself; this only guards the buffer.
-			return fd, nil, res, stage, errors.New("backend: too long input line")
+			return fd, nil, nil, res, stage, errors.New("backend: too long input line")
 		}
-		n, rerr := conn.Read(buf[len(buf):cap(buf)])
+		n, rerr := rw.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		consumed, toBackend, r := bl.Feed(buf)
 		buf = buf[:copy(buf, buf[consumed:])]
 		if len(toBackend) > 0 {
-			if _, werr := conn.Write(toBackend); werr != nil {
-				return fd, nil, res, stage, fmt.Errorf("backend write: %w", werr)
+			if _, werr := rw.Write(toBackend); werr != nil {
+				return fd, nil, nil, res, stage, fmt.Errorf("backend write: %w", werr)
 			}
+		}
+		if r.Outcome == login.BackendStartTLS {
+			// Bytes after the STARTTLS reply came in plaintext: they could be injected.
+			buf = buf[:0]
+			st, ok := bl.(tlsStarter)
+			if bt == nil || bt.implicit || !ok {
+				return fd, nil, nil, res, stage, errors.New("backend: unexpected STARTTLS")
+			}
+			if err := handshake(); err != nil {
+				return fd, nil, nil, res, stage, err
+			}
+			more, r2 := st.TLSStarted()
+			if len(more) > 0 {
+				if _, werr := rw.Write(more); werr != nil {
+					return fd, nil, nil, res, stage, fmt.Errorf("backend write: %w", werr)
+				}
+			}
+			if r2.Outcome.Final() {
+				res = r2
+				break
+			}
+			continue
 		}
 		if r.Outcome != login.BackendPending {
 			res = r
@@ -199,21 +258,25 @@ func (srv *Server) backendAttempt(ctx context.Context, proto *protocol, target n
 		if rerr != nil {
 			if errors.Is(rerr, os.ErrDeadlineExceeded) {
 				if ctx.Err() != nil {
-					return fd, nil, res, stage, errors.New("client disconnected")
+					return fd, nil, nil, res, stage, errors.New("client disconnected")
 				}
-				return fd, nil, res, stage, fmt.Errorf("login timed out in state=%s", bl.State())
+				return fd, nil, nil, res, stage, fmt.Errorf("login timed out in state=%s", bl.State())
 			}
-			return fd, nil, res, stage, fmt.Errorf("backend disconnected in state=%s: %w", bl.State(), rerr)
+			return fd, nil, nil, res, stage, fmt.Errorf("backend disconnected in state=%s: %w", bl.State(), rerr)
 		}
 	}
 	if res.Outcome != login.BackendOK {
-		return fd, nil, res, stage, nil
+		return fd, nil, nil, res, stage, nil
 	}
 	fd, err = detach(conn)
 	if err != nil {
-		return -1, nil, res, stage, err
+		return -1, nil, nil, res, stage, err
 	}
-	return fd, append([]byte(nil), buf...), res, stage, nil
+	if raw != nil {
+		raw.SetFD(fd) // the deferred Close closes the original descriptor, not this one
+		btls = &relay.TLS{Conn: tc, Raw: raw}
+	}
+	return fd, btls, append([]byte(nil), buf...), res, stage, nil
 }
 
 // detach takes the socket out of Go's netpoller: a dup of the descriptor survives the

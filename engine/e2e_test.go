@@ -60,8 +60,14 @@ func sharedBackend(t *testing.T) *testenv.Dovecot {
 	return backend
 }
 
+// stopAtExit holds the stops of backends other tests share, run after the last test.
+var stopAtExit []func()
+
 func TestMain(m *testing.M) {
 	code := m.Run()
+	for _, stop := range stopAtExit {
+		stop()
+	}
 	if backend != nil {
 		_ = backend.Stop()
 	}

@@ -2,12 +2,14 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -17,6 +19,7 @@ import (
 	"doorman/codec/proxyproto"
 
 	"doorman/codec/login"
+	"doorman/engine/tlsio"
 )
 
 // Stage names where a session is, as a reader of the logs would say it.
@@ -24,6 +27,7 @@ type Stage uint8
 
 const (
 	StageProxyHeader Stage = iota
+	StageTLS
 	StageGreeting
 	StageAuth
 	StageLookup
@@ -32,7 +36,7 @@ const (
 	StageRelay
 )
 
-var stageNames = [...]string{"proxy-header", "greeting", "auth", "lookup", "connect", "backend-login", "relay"}
+var stageNames = [...]string{"proxy-header", "tls", "greeting", "auth", "lookup", "connect", "backend-login", "relay"}
 
 func (st Stage) String() string { return stageNames[st] }
 
@@ -65,6 +69,14 @@ type session struct {
 	clientID  []login.BackendIDField // imap_id_retain: the client's own ID, for the backend
 	clientTLS bool                   // the PROXY header said the client's TLS ended at the balancer
 	lbID      string                 // the PROXY header's unique id, kept with the session id
+
+	// TLS with the client, once it has begun (implicit, or after STARTTLS).
+	tc          *tls.Conn
+	raw         *tlsio.Conn
+	plain       []byte             // decrypted client bytes the codec has not consumed
+	implicitTLS bool               // the listener's ssl=yes: the greeting follows the handshake
+	hsCancel    context.CancelFunc // ends the handshake goroutine; nil until it starts
+	flushQueued atomic.Bool        // a flush of handshake output is queued on the loop
 
 	started  time.Time
 	loginAt  time.Duration // time from accept to the end of the backend login
@@ -122,6 +134,11 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 		s.loop.awaitHeader(s)
 		return nil, gnet.None // no greeting before the header
 	}
+	if lst.SSL {
+		s.id = sessionID(s.started, remote)
+		s.startTLS(true)
+		return nil, gnet.None // the greeting follows the handshake
+	}
 	return s.begin(), gnet.None
 }
 
@@ -133,10 +150,18 @@ func (s *session) begin() []byte {
 	s.ttl = proxyTTL
 	// Dovecot's "secured": TLS (here: ended at a load balancer that said so in its PROXY
 	// header), a loopback client talking to its own address, or login_trusted_networks.
-	secured := s.clientTLS || srv.isTrusted(s.remote.Addr()) || s.remote.Addr() == s.local.Addr()
+	// With ssl=required only TLS counts (Dovecot 2.4's reading; 2.3 is the same for
+	// plaintext mechanisms).
+	tlsOn := s.tc != nil || s.clientTLS
+	secured := tlsOn
+	if !srv.tls.required {
+		secured = secured || srv.isTrusted(s.remote.Addr()) || s.remote.Addr() == s.local.Addr()
+	}
 	s.fe = s.lst.proto.newFrontend(srv, login.SessionInfo{
 		Secured:          secured,
-		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth,
+		PlaintextAllowed: !*srv.cfg.DisablePlaintextAuth && !srv.tls.required,
+		TLSAvailable:     srv.tls.enabled() && !tlsOn,
+		TLS:              tlsOn,
 		Trusted:          srv.isTrusted(s.remote.Addr()),
 	})
 	s.stage = StageAuth
@@ -178,6 +203,12 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	if s.hsCancel != nil {
+		s.hsCancel()
+	}
+	if s.raw != nil && !s.handoff {
+		_ = s.raw.Close() // unblocks a handshake waiting for bytes
+	}
 	if s.handoff {
 		return gnet.None // the relay owns the session now and logs its end
 	}
@@ -200,6 +231,9 @@ func (s *session) onInput() gnet.Action {
 	c := s.c
 	if s.stage == StageProxyHeader {
 		return s.onHeader()
+	}
+	if s.raw != nil {
+		return s.tlsInput()
 	}
 	if s.stage != StageAuth {
 		if c.InboundBuffered() > maxPendingInput {
@@ -243,6 +277,15 @@ func (s *session) do(actions []login.Action) gnet.Action {
 			s.startLogin(a.Creds)
 		case login.ActID:
 			s.applyID(a.IDParams)
+		case login.ActStartTLS:
+			// Whatever came after the STARTTLS line was sent in plaintext and may have
+			// been injected on the way: drop it (the CVE-2011-0411 class of bugs).
+			if n := s.c.InboundBuffered(); n > 0 {
+				_, _ = s.c.Discard(n)
+				s.logf(zap.InfoLevel, "dropped plaintext pipelined after STARTTLS", zap.Int("bytes", n))
+			}
+			s.startTLS(false)
+			return gnet.None
 		}
 	}
 	return gnet.None
@@ -253,6 +296,11 @@ func (s *session) write(p []byte) {
 		return
 	}
 	s.out += int64(len(p))
+	if s.tc != nil {
+		_, _ = s.tc.Write(p) // into s.raw's queue: never fails
+		s.flushTLS()
+		return
+	}
 	_, _ = s.c.Write(p)
 }
 
@@ -378,7 +426,11 @@ func (s *session) onHeader() gnet.Action {
 	if pi.authority != "" || pi.uniqueID != "" {
 		s.logf(zap.DebugLevel, "PROXY header", zap.String("authority", pi.authority), zap.String("lb_id", pi.uniqueID))
 	}
-	_, _ = c.Write(s.begin())
+	if s.lst.SSL {
+		s.startTLS(true)
+	} else {
+		_, _ = c.Write(s.begin())
+	}
 	if c.InboundBuffered() > 0 {
 		return s.onInput()
 	}

@@ -42,14 +42,15 @@ type loginRequest struct {
 
 // loginOutcome is what the goroutine hands back to the loop.
 type loginOutcome struct {
-	result    login.AuthResult
-	user      string
-	backendFD int    // ≥0 on success: the logged-in backend socket
-	toClient  []byte // backend bytes after its final OK, for the client
-	stage     Stage
-	reason    string // for the log when the login failed
-	target    string
-	targetAP  netip.AddrPort
+	result     login.AuthResult
+	user       string
+	backendFD  int        // ≥0 on success: the logged-in backend socket
+	backendTLS *relay.TLS // the backend's TLS (passdb ssl= or starttls=), in tlsio FD mode
+	toClient   []byte     // backend bytes after its final OK, for the client
+	stage      Stage
+	reason     string // for the log when the login failed
+	target     string
+	targetAP   netip.AddrPort
 }
 
 // startLogin runs on the loop: it leaves the command phase and hands the credentials to a
@@ -114,8 +115,9 @@ func (s *session) finishLogin(out *loginOutcome) {
 		s.closeNow(s.endedBy, s.reason)
 		return
 	}
-	// Commands the client sent while we were busy are waiting in the buffer.
-	if s.c.InboundBuffered() > 0 {
+	// Commands the client sent while we were busy are waiting in the buffer (or, with
+	// TLS, maybe inside crypto/tls: look anyway).
+	if s.raw != nil || s.hasInput() {
 		if act := s.onInput(); act == gnet.Close {
 			s.closeNow(s.endedBy, s.reason)
 		}
@@ -149,8 +151,18 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 			return
 		}
 	}
-	pending, _ := c.Next(-1)
-	toBackend := append([]byte(nil), pending...)
+	var toBackend []byte
+	if s.raw != nil {
+		// Records not yet decrypted stay with the TLS transport; plaintext the codec did
+		// not consume goes first.
+		if pending, _ := c.Next(-1); len(pending) > 0 {
+			s.raw.Feed(pending)
+		}
+		toBackend, s.plain = s.plain, nil
+	} else {
+		pending, _ := c.Next(-1)
+		toBackend = append([]byte(nil), pending...)
+	}
 	fd, err := c.Dup()
 	if err != nil {
 		_ = unix.Close(out.backendFD)
@@ -173,9 +185,17 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		sp.started(target)
 		hold = func() time.Duration { return sp.delay(target, time.Now()) }
 	}
+	var clientTLS *relay.TLS
+	if s.raw != nil {
+		s.raw.SetFD(fd)
+		clientTLS = &relay.TLS{Conn: s.tc, Raw: s.raw}
+		s.tc, s.raw = nil, nil
+	}
 	_, err = srv.relay.Add(&relay.Session{
 		ClientFD:   fd,
 		BackendFD:  out.backendFD,
+		ClientTLS:  clientTLS,
+		BackendTLS: out.backendTLS,
 		ToClient:   out.toClient,
 		ToBackend:  toBackend,
 		HoldClient: hold,
@@ -381,13 +401,6 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		out.reason = "proxy: host not given"
 		return out
 	}
-	if p.SSL != "" || p.StartTLS != "" {
-		// TLS to backends lands with the TLS issue; never send a password in the clear
-		// where the passdb asked for TLS.
-		out.result = login.AuthResult{Status: login.AuthUnavailable}
-		out.reason = "proxy: ssl/starttls to backends is not supported yet"
-		return out
-	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		out.result = login.AuthResult{Status: login.AuthUnavailable}
@@ -397,6 +410,9 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	port := p.Port
 	if port == 0 {
 		port = req.proto.defaultPort
+		if p.SSL != "" && req.proto.defaultSSLPort != 0 {
+			port = req.proto.defaultSSLPort
+		}
 	}
 	target := netip.AddrPortFrom(ip.Unmap(), uint16(port))
 	out.target = target.String()
@@ -460,6 +476,13 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		ID:                   idFields(req, forward),
 		Client:               clientInfo(req, forward),
 		NoAuth:               p.ProxyNoAuth,
+		TLS:                  p.SSL != "",
+		StartTLS:             p.StartTLS != "" && p.SSL == "",
+	}
+	var bt *backendTLS
+	if p.SSL != "" || p.StartTLS != "" {
+		// The certificate must name the passdb's host (hostip is only where to connect).
+		bt = &backendTLS{config: srv.tls.backendConfig(p.Host, p.AnyCert), implicit: p.SSL != ""}
 	}
 	var (
 		res     login.BackendResult
@@ -469,10 +492,12 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		var fd int
 		var rest []byte
 		var st Stage
-		fd, rest, res, st, lastErr = srv.backendAttempt(ctx, req.proto, target, source, deadline, bp, proxyHeader(ppVersion, req))
+		var btls *relay.TLS
+		fd, btls, rest, res, st, lastErr = srv.backendAttempt(ctx, req.proto, target, source, deadline, bp, proxyHeader(ppVersion, req), bt)
 		out.stage = st
 		if lastErr == nil && res.Outcome == login.BackendOK {
 			out.backendFD = fd
+			out.backendTLS = btls
 			out.toClient = append(res.ClientReply, rest...)
 			return out
 		}

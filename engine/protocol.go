@@ -13,24 +13,29 @@ import (
 type protocol struct {
 	name        string
 	defaultPort int
-	newFrontend func(srv *Server, info login.SessionInfo) login.Frontend
-	newBackend  func(p *login.BackendParams) login.Backend
+	// defaultSSLPort is the port for passdb ssl=yes without port= (Dovecot: IMAP 993,
+	// POP3 995; submission and ManageSieve have none).
+	defaultSSLPort int
+	newFrontend    func(srv *Server, info login.SessionInfo) login.Frontend
+	newBackend     func(p *login.BackendParams) login.Backend
 }
 
 // protocols are the login-phase protocols, by their listener `protocol:` name. LMTP is not
 // among them: it has no login phase (see lmtp.go).
 var protocols = map[string]*protocol{
 	"imap": {
-		name:        "imap",
-		defaultPort: 143,
+		name:           "imap",
+		defaultPort:    143,
+		defaultSSLPort: 993,
 		newFrontend: func(srv *Server, info login.SessionInfo) login.Frontend {
 			return imap.NewSession(&srv.imapCfg, info)
 		},
 		newBackend: func(p *login.BackendParams) login.Backend { return imap.NewBackendLogin(p) },
 	},
 	"pop3": {
-		name:        "pop3",
-		defaultPort: 110,
+		name:           "pop3",
+		defaultPort:    110,
+		defaultSSLPort: 995,
 		newFrontend: func(srv *Server, info login.SessionInfo) login.Frontend {
 			return pop3.NewSession(&srv.pop3Cfg, info)
 		},

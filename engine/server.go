@@ -34,6 +34,7 @@ type Server struct {
 	hasher *route.Hasher
 	relay  *relay.Relay
 	dialer *dialer
+	tls    *tlsState
 
 	trusted   []netip.Prefix
 	haproxies []netip.Prefix      // haproxy_trusted_networks
@@ -123,6 +124,9 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 	}
 	var err error
 	if s.dialer, err = newDialer(cfg.LoginSourceIPs); err != nil {
+		return nil, err
+	}
+	if s.tls, err = newTLSState(cfg); err != nil {
 		return nil, err
 	}
 	route.SetRedisLogger(func(_ context.Context, format string, args ...any) {
@@ -267,10 +271,11 @@ func (s *Server) stopLMTP(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Reload re-reads the passdb files (SIGHUP). A file that fails to parse keeps its old
-// contents; every failure is returned.
+// Reload re-reads the passdb files, the certificates and the ticket keys (SIGHUP). What
+// fails to load keeps its old contents; every failure is returned. Live sessions are
+// not touched.
 func (s *Server) Reload() error {
-	var errs []error
+	errs := []error{s.tls.reload()}
 	for _, db := range s.dbs {
 		if f, ok := db.(*route.PasswdFile); ok {
 			if err := f.Reload(); err != nil {

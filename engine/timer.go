@@ -105,6 +105,10 @@ func (s *session) expire() {
 			s.closeNow("proxy", "internal error")
 		}
 	}()
+	if !s.closed && s.stage == StageTLS {
+		s.closeNow("proxy", "TLS handshake timeout")
+		return
+	}
 	if s.closed || s.stage != StageAuth {
 		return
 	}

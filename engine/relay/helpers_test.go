@@ -224,9 +224,16 @@ func readAll(r io.Reader, h hash.Hash) (int64, error) {
 	}
 }
 
+// halfCloser is a test's end of a connection: a *net.TCPConn, or a
+// *tls.Conn whose CloseWrite sends close_notify.
+type halfCloser interface {
+	io.Writer
+	CloseWrite() error
+}
+
 // transfer sends total bytes from w (after it CloseWrites) to r, which
 // expects prefix first. It runs both ends and reports the first error.
-func transfer(wg *sync.WaitGroup, errs chan<- error, name string, w, r *net.TCPConn, prefix []byte, total int64, seed uint64) {
+func transfer(wg *sync.WaitGroup, errs chan<- error, name string, w halfCloser, r io.Reader, prefix []byte, total int64, seed uint64) {
 	want, got := sha256.New(), sha256.New()
 	want.Write(prefix)
 	var gotN int64

@@ -3,12 +3,15 @@
 package relay
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"doorman/engine/tlsio"
 )
 
 // Defaults, set here and nowhere else.
@@ -70,7 +73,9 @@ func (s Side) String() string {
 
 // Stats is what a Session's Done receives.
 type Stats struct {
-	ToClient, ToBackend int64 // bytes delivered each way, prefixes included
+	// Bytes delivered each way, prefixes included; plaintext bytes on a TLS
+	// side (counted once their records are written to the socket).
+	ToClient, ToBackend int64
 	// EndedBy is the side whose EOF, reset or error came first; SideProxy
 	// when the relay ended it (Kick, Close, a failed pipe or epoll call, a
 	// recovered panic).
@@ -82,9 +87,13 @@ type Stats struct {
 
 // OpError is a syscall failure that ended a session.
 type OpError struct {
-	Side Side   // the socket's side; SideProxy for pipe, splice-accounting and epoll_wait failures
-	Op   string // "read" (into a pipe), "write" (prefix or out of a pipe), "shutdown", "socket" (SO_ERROR), "pipe", "epoll_ctl", "epoll_wait", "splice"
-	Err  error  // the errno
+	Side Side // the socket's side; SideProxy for pipe, splice-accounting and epoll_wait failures
+	// "read" (into a pipe or buffer; on a TLS side, a socket error under the record layer),
+	// "write" (prefix, out of a pipe or buffer, a TLS side's queued records), "tls" (what
+	// crypto/tls refused: a bad record, an alert, EOF inside a record), "shutdown",
+	// "socket" (SO_ERROR), "pipe", "epoll_ctl", "epoll_wait", "splice"
+	Op  string
+	Err error // the errno, or crypto/tls's error for "tls"
 }
 
 func (e *OpError) Error() string {
@@ -110,6 +119,13 @@ type Session struct {
 	// reach the other side before anything spliced. The relay keeps the
 	// slices until they are written; the caller must not modify them.
 	ToClient, ToBackend []byte
+	// ClientTLS and BackendTLS, when set, say that side speaks TLS: the relay reads and writes
+	// plaintext through Conn, whose Raw is in tlsio FD mode over ClientFD / BackendFD.
+	// The handshake must be complete. From Add on only the relay uses them; it closes Raw
+	// (not Conn) with the fds, and sends no close_notify when it kicks.
+	// Prefixes go through Conn. A session with either side TLS is relayed through
+	// userspace buffers, not spliced.
+	ClientTLS, BackendTLS *TLS
 	// HoldClient, if set, is asked once when the backend has ended its side and
 	// everything it sent has reached the client: the client's side is then closed
 	// only after the duration it returns (Dovecot's login_proxy_max_disconnect_delay,
@@ -122,6 +138,12 @@ type Session struct {
 	// (hand the Stats to a channel or a logger; never block, never call
 	// Relay.Close). It may call Add and Kick. May be nil.
 	Done func(Stats)
+}
+
+// TLS is one side's record layer, handed over after its handshake.
+type TLS struct {
+	Conn *tls.Conn   // plaintext is read and written here
+	Raw  *tlsio.Conn // Conn's transport, in tlsio.FD mode over the side's fd
 }
 
 // Relay is a set of workers, made by New. Its methods are safe for
@@ -169,6 +191,19 @@ func (r *Relay) Add(s *Session) (*Handle, error) {
 	if s == nil || s.ClientFD < 0 || s.BackendFD < 0 || s.ClientFD == s.BackendFD {
 		return nil, errors.New("relay: invalid session fds")
 	}
+	for _, t := range []*TLS{s.ClientTLS, s.BackendTLS} {
+		if t == nil {
+			continue
+		}
+		if t.Conn == nil || t.Raw == nil || t.Raw.Mode() != tlsio.FD {
+			return nil, errors.New("relay: TLS side without a Conn, or its Raw not in FD mode")
+		}
+		// A handshake started on the worker would fail at once (would-block is
+		// fatal to it) and leave a session that never reads.
+		if !t.Conn.ConnectionState().HandshakeComplete {
+			return nil, errors.New("relay: TLS side before the end of its handshake")
+		}
+	}
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -183,6 +218,9 @@ func (r *Relay) Add(s *Session) (*Handle, error) {
 	ss.dir[dirToClient].prefix = s.ToClient
 	for i := range ss.dir {
 		ss.dir[i].pipe = noPipe
+	}
+	if s.ClientTLS != nil || s.BackendTLS != nil {
+		ss.t = &tlsState{side: [2]*TLS{s.ClientTLS, s.BackendTLS}}
 	}
 	ss.h = Handle{s: ss, w: w}
 	if !w.enqueue(ss) {
@@ -206,13 +244,16 @@ func (r *Relay) Close() error {
 	return nil
 }
 
-// Counters are gauges (Sessions, PipesInUse, PipesIdle, PrefixBytes) and
+// Counters are gauges (Sessions, PipesInUse, PipesIdle, PrefixBytes, TLSBuffersInUse) and
 // running totals (the rest), summed over the workers.
 type Counters struct {
 	Sessions    int64 // added and not yet Done
 	PipesInUse  int64 // pipes held by a direction (data in flight or stalled)
 	PipesIdle   int64 // empty pipes in the pools
 	PrefixBytes int64 // prefix bytes not yet written
+	// TLSBuffersInUse counts the plaintext buffers (16 KiB of Go heap each) held by
+	// directions of TLS sessions: data in flight or stalled, at most two per session.
+	TLSBuffersInUse int64
 	// Totals.
 	PipesCreated      int64
 	PipesResizeFailed int64
@@ -227,6 +268,7 @@ func (r *Relay) Counters() Counters {
 		c.PipesInUse += w.ctr.pipesInUse.Load()
 		c.PipesIdle += w.ctr.pipesIdle.Load()
 		c.PrefixBytes += w.ctr.prefixBytes.Load()
+		c.TLSBuffersInUse += w.ctr.tlsBufs.Load()
 		c.PipesCreated += w.ctr.pipesCreated.Load()
 		c.PipesResizeFailed += w.ctr.resizeFailed.Load()
 		c.Panics += w.ctr.panics.Load()
@@ -251,7 +293,8 @@ func (h *Handle) Kick() {
 	h.w.kick(h.s)
 }
 
-// Bytes returns the bytes delivered so far each way (prefixes included).
+// Bytes returns the bytes delivered so far each way (prefixes included;
+// plaintext on a TLS side).
 // Safe from any goroutine; after Done it equals the Stats.
 func (h *Handle) Bytes() (toClient, toBackend int64) {
 	return h.s.dir[dirToClient].n.Load(), h.s.dir[dirToBackend].n.Load()

@@ -19,7 +19,7 @@ import (
 func checkIdle(t *testing.T, r *Relay) {
 	t.Helper()
 	c := r.Counters()
-	if c.Sessions != 0 || c.PipesInUse != 0 || c.PrefixBytes != 0 {
+	if c.Sessions != 0 || c.PipesInUse != 0 || c.PrefixBytes != 0 || c.TLSBuffersInUse != 0 {
 		t.Errorf("counters after the sessions ended: %+v", c)
 	}
 }

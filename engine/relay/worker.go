@@ -71,11 +71,13 @@ type sess struct {
 	queued  bool // on the worker's run queue
 	closed  bool
 	endedBy Side
+	t       *tlsState // nil for a plain session (spliced)
 }
 
 type counters struct {
 	sessions, pipesInUse, pipesIdle, prefixBytes atomic.Int64
 	pipesCreated, resizeFailed, panics           atomic.Int64
+	tlsBufs                                      atomic.Int64
 }
 
 type worker struct {
@@ -91,6 +93,7 @@ type worker struct {
 	free       []int32
 	runq, runx []*sess // sessions that used up their turn
 	idle       []pipeFDs
+	bufs       [][]byte // empty TLS-path buffers, at most maxIdleBufs
 	holds      holdHeap // sessions whose client side waits to be closed
 	inx, kickx []*sess  // spare queue slices, swapped with the inbox
 	ev         unix.EpollEvent
@@ -279,7 +282,7 @@ func (w *worker) shutdown(err error, pending []*sess) {
 		closePipe(p)
 		w.ctr.pipesIdle.Add(-1)
 	}
-	w.idle = nil
+	w.idle, w.bufs = nil, nil
 	unix.Close(w.epfd)
 	unix.Close(w.evfd)
 }
@@ -304,6 +307,18 @@ func (w *worker) register(s *sess) {
 			w.finish(s, SideProxy, &OpError{sideOf(i), "epoll_ctl", err}, false)
 			return
 		}
+	}
+	if s.t != nil {
+		// crypto/tls may already hold records or plaintext (read during the handshake or
+		// the login), and Raw bytes Fed before the hand-off: the socket's edge may never
+		// come for them. Read a TLS side once now.
+		for i, t := range s.t.side {
+			if t != nil {
+				s.rd[i] = true
+			}
+		}
+		s.queued = true
+		w.runq = append(w.runq, s)
 	}
 }
 
@@ -349,9 +364,13 @@ func (w *worker) serve(s *sess, errFD int) {
 	}
 	more := false
 	for d := range s.dir {
-		if w.pumpDir(s, d) {
-			more = true
+		var m bool
+		if s.t == nil {
+			m = w.pumpDir(s, d)
+		} else {
+			m = w.pumpTLSDir(s, d)
 		}
+		more = more || m
 		if s.closed {
 			return
 		}
@@ -522,6 +541,9 @@ func (w *worker) finish(s *sess, by Side, err error, dirty bool) {
 	s.closed = true
 	if by == SideProxy || s.endedBy == SideNone {
 		s.endedBy = by
+	}
+	if s.t != nil {
+		w.releaseTLS(s, dirty) // before the fds close: Raw must not touch a reused number
 	}
 	for _, fd := range s.fd {
 		if s.slot >= 0 {
