@@ -19,11 +19,32 @@
 // also the sum of the threads' run time from /proc/PID/task/*/schedstat (nanoseconds) as a
 // finer cross-check. Both divided by the bytes relayed.
 //
+// TLS mode (-tls-proxy ADDR, the proxy's implicit-TLS listener): the rounds compare paths
+// that all go through the proxy, and the proxy's CPU is measured on each of them:
+//
+//   - plain: -proxy, plain text on both legs;
+//   - tls-client: -tls-proxy, TLS from this client to the proxy, plain to the backend;
+//   - with -tls-backend-user U (a proxy user routed to the backend's imaps port with
+//     passdb ssl=yes and destuser=-user, same password) also tls-backend (-proxy as U:
+//     plain to the proxy, TLS to the backend) and tls-both (-tls-proxy as U);
+//   - with -direct-tls ADDR (the backend's imaps port) also direct-tls: TLS straight to
+//     the backend, no proxy, for what the backend's own TLS can deliver (verified against
+//     -cafile too; no proxy CPU is counted for it).
+//
+// The order of the paths rotates by round; the result is each path's median MB/s and the
+// proxy's CPU seconds per GB, and per round the ratio of each TLS path to plain (the
+// median of those ratios is the figure: side by side, so the machine's drift cancels).
+// The client verifies the proxy's certificate against -cafile, or not at all with
+// -insecure; it offers Go's default groups and keeps no session cache. The MB/s of a TLS
+// path include this client's own decryption, on the same machine.
+//
 // MB means 10^6 bytes, GB 10^9.
 package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,6 +73,11 @@ func run() int {
 	reconnect := flag.Bool("reconnect", true, "new sessions on both paths for every round (so no round inherits one process placement)")
 	pid := flag.Int("proxy-pid", 0, "proxy process id, for its CPU time (0: not measured)")
 	timeout := flag.Duration("timeout", 2*time.Minute, "limit per command")
+	tlsProxy := flag.String("tls-proxy", "", "the proxy's implicit-TLS address: compare TLS with plain through the proxy (TLS mode)")
+	tlsBackendUser := flag.String("tls-backend-user", "", "TLS mode: a proxy user whose backend leg is TLS (destuser -user, same password)")
+	caFile := flag.String("cafile", "", "TLS mode: verify the proxy's certificate against this PEM file")
+	insecure := flag.Bool("insecure", false, "TLS mode: do not verify the proxy's certificate")
+	directTLS := flag.String("direct-tls", "", "TLS mode: the backend's implicit-TLS address, for a direct-tls path")
 	flag.Parse()
 	if *direct == "" || *proxy == "" || *user == "" {
 		fmt.Fprintln(os.Stderr, "fetchbench: -direct, -proxy and -user are required")
@@ -65,9 +91,34 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "fetchbench: "+format+"\n", a...)
 		return 1
 	}
+	var tlsConf *tls.Config
+	if *tlsProxy != "" {
+		host, _, err := net.SplitHostPort(*tlsProxy)
+		if err != nil {
+			return fail("-tls-proxy: %v", err)
+		}
+		if (*caFile == "") == !*insecure {
+			fmt.Fprintln(os.Stderr, "fetchbench: -tls-proxy needs either -cafile FILE or -insecure")
+			return 2
+		}
+		tlsConf = &tls.Config{ServerName: host, InsecureSkipVerify: *insecure}
+		if *caFile != "" {
+			pem, err := os.ReadFile(*caFile)
+			if err != nil {
+				return fail("%v", err)
+			}
+			tlsConf.RootCAs = x509.NewCertPool()
+			if !tlsConf.RootCAs.AppendCertsFromPEM(pem) {
+				return fail("%s: no PEM certificate in it", *caFile)
+			}
+		}
+	} else if *tlsBackendUser != "" || *caFile != "" || *insecure || *directTLS != "" {
+		fmt.Fprintln(os.Stderr, "fetchbench: -tls-backend-user, -direct-tls, -cafile and -insecure need -tls-proxy")
+		return 2
+	}
 
 	// Set up the message, directly on the backend.
-	setup, err := dial(*direct, *user, *pass, *timeout)
+	setup, err := dial(*direct, *user, *pass, *timeout, nil)
 	if err != nil {
 		return fail("direct login: %v", err)
 	}
@@ -77,9 +128,9 @@ func run() int {
 	setup.logout()
 	fmt.Printf("appended one message of %d bytes to %q\n", *size, *mailbox)
 
-	// open logs in on one path and SELECTs the mailbox, which must hold the one message.
-	open := func(addr string) (*client, error) {
-		c, err := dial(addr, *user, *pass, *timeout)
+	// openAs logs in on one path and SELECTs the mailbox, which must hold the one message.
+	openAs := func(addr, user string, tlsConf *tls.Config) (*client, error) {
+		c, err := dial(addr, user, *pass, *timeout, tlsConf)
 		if err != nil {
 			return nil, err
 		}
@@ -92,6 +143,28 @@ func run() int {
 		}
 		return c, nil
 	}
+	if tlsConf != nil {
+		paths := []path{
+			{name: "plain", addr: *proxy, user: *user, proxied: true},
+			{name: "tls-client", addr: *tlsProxy, user: *user, tls: tlsConf, proxied: true},
+		}
+		if *tlsBackendUser != "" {
+			paths = append(paths,
+				path{name: "tls-backend", addr: *proxy, user: *tlsBackendUser, proxied: true},
+				path{name: "tls-both", addr: *tlsProxy, user: *tlsBackendUser, tls: tlsConf, proxied: true})
+		}
+		if *directTLS != "" {
+			host, _, err := net.SplitHostPort(*directTLS)
+			if err != nil {
+				return fail("-direct-tls: %v", err)
+			}
+			dc := tlsConf.Clone()
+			dc.ServerName = host
+			paths = append(paths, path{name: "direct-tls", addr: *directTLS, user: *user, tls: dc})
+		}
+		return tlsMode(paths, openAs, *size, *rounds, *warmup, *pid, fail)
+	}
+	open := func(addr string) (*client, error) { return openAs(addr, *user, nil) }
 	d, err := open(*direct)
 	if err != nil {
 		return fail("direct: %v", err)
@@ -197,6 +270,116 @@ func run() int {
 
 func mbps(size int, d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }
 
+// path is one way to the message in TLS mode; every path goes through the proxy.
+type path struct {
+	name, addr, user string
+	tls              *tls.Config // nil: plain to the proxy
+	proxied          bool        // through the proxy: its CPU is counted
+}
+
+// tlsMode runs the rounds of TLS mode: every path once per round, new sessions each round,
+// the order rotating, the proxy's CPU read around every fetch.
+func tlsMode(paths []path, openAs func(addr, user string, tlsConf *tls.Config) (*client, error),
+	size, rounds, warmup, pid int, fail func(string, ...any) int) int {
+	open := func(p path) (*client, error) {
+		c, err := openAs(p.addr, p.user, p.tls)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", p.name, err)
+		}
+		return c, nil
+	}
+	for _, p := range paths {
+		c, err := open(p)
+		if err != nil {
+			return fail("%v", err)
+		}
+		for i := 0; i < warmup; i++ {
+			if _, err := c.fetch(size); err != nil {
+				c.conn.Close()
+				return fail("warm-up fetch %s: %v", p.name, err)
+			}
+		}
+		if tc, ok := c.conn.(*tls.Conn); ok {
+			st := tc.ConnectionState()
+			fmt.Printf("path %s: %s, %s, %s\n", p.name, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), st.CurveID)
+		}
+		c.logout()
+	}
+	n := len(paths)
+	mb := make([][]float64, n)     // per path, per round
+	ticks := make([]int64, n)      // per path, summed (the round lines show schedstat ms)
+	runNs := make([]int64, n)      // per path, summed
+	ratios := make([][]float64, n) // per TLS path, per round: MB/s ÷ plain's
+	cpuOK := pid > 0
+	fmt.Printf("%-6s %-12s", "round", "first")
+	for _, p := range paths {
+		fmt.Printf(" %16s %16s", p.name+"_MBps", p.name+"_cpu_ms")
+	}
+	fmt.Println()
+	for r := 0; r < rounds; r++ {
+		order := make([]int, n)
+		for i := range order {
+			order[i] = (i + r) % n
+		}
+		row := make([]float64, n)
+		rowMs := make([]float64, n)
+		for _, i := range order {
+			c, err := open(paths[i])
+			if err != nil {
+				return fail("round %d: %v", r+1, err)
+			}
+			var t0, n0 int64
+			measure := cpuOK && paths[i].proxied
+			if measure {
+				if t0, n0, err = cpuOf(pid); err != nil {
+					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
+					cpuOK, measure = false, false
+				}
+			}
+			el, err := c.fetch(size)
+			if err != nil {
+				return fail("round %d %s fetch: %v", r+1, paths[i].name, err)
+			}
+			if measure {
+				t1, n1, err := cpuOf(pid)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
+					cpuOK = false
+				} else {
+					ticks[i] += t1 - t0
+					runNs[i] += n1 - n0
+					rowMs[i] = float64(n1-n0) / 1e6
+				}
+			}
+			c.logout()
+			row[i] = mbps(size, el)
+			mb[i] = append(mb[i], row[i])
+		}
+		for i := 1; i < n; i++ {
+			ratios[i] = append(ratios[i], row[i]/row[0])
+		}
+		fmt.Printf("%-6d %-12s", r+1, paths[order[0]].name)
+		for i := range paths {
+			fmt.Printf(" %16.1f %16.1f", row[i], rowMs[i])
+		}
+		fmt.Println()
+	}
+	gb := float64(size) * float64(rounds) / 1e9
+	for i, p := range paths {
+		fmt.Printf("RESULT path=%s size=%d rounds=%d median_MBps=%.1f min_MBps=%.1f max_MBps=%.1f", p.name, size, rounds,
+			median(mb[i]), minOf(mb[i]), maxOf(mb[i]))
+		if cpuOK && p.proxied {
+			fmt.Printf(" proxy_cpu_s=%.2f schedstat_cpu_s=%.3f relayed_GB=%.3f cpu_s_per_GB=%.3f schedstat_cpu_s_per_GB=%.3f",
+				float64(ticks[i])/100, float64(runNs[i])/1e9, gb, float64(ticks[i])/100/gb, float64(runNs[i])/1e9/gb)
+		}
+		fmt.Println()
+	}
+	for i := 1; i < n; i++ {
+		fmt.Printf("RESULT ratio %s/plain median=%.3f min=%.3f max=%.3f\n", paths[i].name, median(ratios[i]), minOf(ratios[i]), maxOf(ratios[i]))
+	}
+	return 0
+}
+
 func median(v []float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
@@ -266,10 +449,19 @@ type client struct {
 	buf     []byte
 }
 
-func dial(addr, user, pass string, timeout time.Duration) (*client, error) {
+func dial(addr, user, pass string, timeout time.Duration, tlsConf *tls.Config) (*client, error) {
 	conn, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return nil, err
+	}
+	if tlsConf != nil {
+		tc := tls.Client(conn, tlsConf)
+		tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		conn = tc
 	}
 	c := &client{conn: conn, r: bufio.NewReaderSize(conn, 1<<20), timeout: timeout, buf: make([]byte, 1<<20)}
 	conn.SetDeadline(time.Now().Add(timeout))

@@ -12,12 +12,21 @@
 // hold ends (after -hold, or at SIGINT/SIGTERM). Before closing, every held session is
 // checked with NOOP (-check), so a session the proxy silently broke is counted.
 //
+// With -tls every session starts with a TLS handshake (implicit TLS, as on an imaps port)
+// before the greeting: verified against -cafile, or not at all with -insecure. -curves
+// x25519 offers only X25519 (a classic ClientHello); -curves default offers Go's list, which
+// starts with the X25519MLKEM768 hybrid, as current clients do. Without -tickets no session
+// cache is kept, so every session is a full handshake. The summary then has a `tls` line
+// (versions, groups, resumptions, handshake latency).
+//
 // One session is one file descriptor. The process refuses -n above maxSessions (and above
 // what RLIMIT_NOFILE allows): run several processes for more.
 package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,6 +69,12 @@ func run() int {
 	check := flag.Bool("check", true, "send NOOP on every held session before closing it and count the replies")
 	progress := flag.Duration("progress", time.Second, "progress interval on stderr (0: none)")
 	label := flag.String("label", "", "prefix for output lines (to tell several processes apart)")
+	useTLS := flag.Bool("tls", false, "implicit TLS: a TLS handshake before the greeting")
+	caFile := flag.String("cafile", "", "with -tls: verify the server's certificate against the CAs in this PEM file")
+	insecure := flag.Bool("insecure", false, "with -tls: do not verify the server's certificate")
+	curves := flag.String("curves", "default", "with -tls: key exchange groups offered: x25519 (classic only), x25519mlkem768 (the hybrid only) or default (Go's list, X25519MLKEM768 first)")
+	tickets := flag.Bool("tickets", false, "with -tls: keep a session cache, so later sessions may resume (default: every session a full handshake)")
+	serverName := flag.String("servername", "", "with -tls: the name to ask for and verify (default: the host of -addr)")
 	flag.Parse()
 
 	fail := func(format string, a ...any) int {
@@ -86,6 +101,14 @@ func run() int {
 	if err != nil {
 		return fail("-source-ips: %v", err)
 	}
+	var tlsConf *tls.Config
+	if *useTLS {
+		if tlsConf, err = clientTLSConfig(*addr, *serverName, *caFile, *insecure, *curves, *tickets); err != nil {
+			return fail("%v", err)
+		}
+	} else if *caFile != "" || *insecure || *tickets {
+		return fail("-cafile, -insecure and -tickets need -tls")
+	}
 
 	l := &load{
 		addr:     *addr,
@@ -96,6 +119,7 @@ func run() int {
 		failures: map[string]int{},
 		sessions: make([]*session, *n),
 		prefix:   *label,
+		tls:      tlsConf,
 	}
 	if l.prefix != "" {
 		l.prefix += " "
@@ -203,12 +227,15 @@ type load struct {
 	mailbox  string
 	timeout  time.Duration
 	prefix   string
+	tls      *tls.Config // nil: plain
 
 	mu         sync.Mutex
 	failures   map[string]int
 	loginLat   []time.Duration // LOGIN sent → tagged reply
 	sessionLat []time.Duration // connect start → SELECT done
 	dropReason map[string]int
+	hsLat      []time.Duration // TLS: connected → handshake done
+	tlsKinds   map[string]int  // TLS: "TLS 1.3 X25519MLKEM768 full", ...
 
 	sessions    []*session
 	established atomic.Int64
@@ -265,6 +292,32 @@ func (l *load) open(i int) {
 	if err != nil {
 		l.fail("connect: " + errText(err))
 		return
+	}
+	if l.tls != nil {
+		th := time.Now()
+		tc := tls.Client(conn, l.tls)
+		tc.SetDeadline(th.Add(l.timeout))
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			l.fail("tls handshake: " + shorten(errText(err)))
+			return
+		}
+		hs := time.Since(th)
+		st := tc.ConnectionState()
+		kind := tls.VersionName(st.Version) + " " + st.CurveID.String()
+		if st.DidResume {
+			kind += " resumed"
+		} else {
+			kind += " full"
+		}
+		l.mu.Lock()
+		l.hsLat = append(l.hsLat, hs)
+		if l.tlsKinds == nil {
+			l.tlsKinds = map[string]int{}
+		}
+		l.tlsKinds[kind]++
+		l.mu.Unlock()
+		conn = tc
 	}
 	r := bufio.NewReaderSize(conn, 1024)
 	conn.SetDeadline(time.Now().Add(l.timeout))
@@ -429,6 +482,14 @@ func (l *load) printSummary(n int, setup, held time.Duration, alive int, check b
 		pct(l.loginLat, 50), pct(l.loginLat, 99), pct(l.loginLat, 100), len(l.loginLat))
 	fmt.Printf("%ssession_setup p50=%s p99=%s max=%s (connect -> SELECT done)\n", p,
 		pct(l.sessionLat, 50), pct(l.sessionLat, 99), pct(l.sessionLat, 100))
+	if len(l.hsLat) > 0 {
+		var kinds []string
+		for _, k := range sortedKeys(l.tlsKinds) {
+			kinds = append(kinds, fmt.Sprintf("%d %s", l.tlsKinds[k], k))
+		}
+		fmt.Printf("%stls handshake p50=%s p99=%s max=%s (%s)\n", p,
+			pct(l.hsLat, 50), pct(l.hsLat, 99), pct(l.hsLat, 100), strings.Join(kinds, ", "))
+	}
 	for _, k := range sortedKeys(l.failures) {
 		fmt.Printf("%sfailure %6d  %s\n", p, l.failures[k], k)
 	}
@@ -636,6 +697,44 @@ func parseSourceIPs(s string) ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// clientTLSConfig is the client side of -tls.
+func clientTLSConfig(addr, serverName, caFile string, insecure bool, curves string, tickets bool) (*tls.Config, error) {
+	if (caFile == "") == !insecure {
+		return nil, errors.New("-tls needs either -cafile FILE or -insecure")
+	}
+	if serverName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("-addr: %v", err)
+		}
+		serverName = host
+	}
+	c := &tls.Config{ServerName: serverName, InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
+		}
+	}
+	switch strings.ToLower(curves) {
+	case "default", "":
+	case "x25519":
+		c.CurvePreferences = []tls.CurveID{tls.X25519}
+	case "x25519mlkem768", "mlkem":
+		c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768}
+	default:
+		return nil, fmt.Errorf("-curves %q: want x25519, x25519mlkem768 or default", curves)
+	}
+	if tickets {
+		c.ClientSessionCache = tls.NewLRUClientSessionCache(1024)
+	}
+	return c, nil
 }
 
 // raiseNoFile lifts the soft open-file limit to the hard one and returns it.

@@ -120,7 +120,7 @@ func (w *worker) pumpTLSDir(s *sess, d int) (more bool) {
 					return false
 				}
 			}
-			if err := unix.Shutdown(s.fd[dst], unix.SHUT_WR); err != nil {
+			if err := shutdownWrite(s.fd[dst]); err != nil {
 				w.fail(s, sideOf(dst), "shutdown", err)
 				return false
 			}

@@ -481,7 +481,7 @@ func (w *worker) pumpDir(s *sess, d int) (more bool) {
 				return false // still held
 			}
 			if !dr.shut {
-				if err := unix.Shutdown(s.fd[dst], unix.SHUT_WR); err != nil {
+				if err := shutdownWrite(s.fd[dst]); err != nil {
 					w.fail(s, sideOf(dst), "shutdown", err)
 					return false
 				}
@@ -647,6 +647,15 @@ func (w *worker) putPipe(p pipeFDs) {
 		return
 	}
 	closePipe(p)
+}
+
+// shutdownWrite passes a FIN on. ENOTCONN means the peer has already reset the
+// connection: nothing is left to deliver there, and the next read says how it ended.
+func shutdownWrite(fd int) error {
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+		return err
+	}
+	return nil
 }
 
 func closePipe(p pipeFDs) {
