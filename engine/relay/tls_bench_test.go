@@ -3,11 +3,15 @@
 package relay
 
 import (
+	"bytes"
 	"crypto/tls"
 	"io"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"doorman/engine/tlsio"
 )
 
 // BenchmarkRelayTLS puts the TLS path (client leg TLS 1.3, backend plain)
@@ -92,4 +96,64 @@ func benchRelayTLS(b *testing.B, way string, clientVersion uint16) {
 	p.client.tcp.Close()
 	p.backend.tcp.Close()
 	<-done
+}
+
+// BenchmarkTLSIdleAfterBulk is the heap an idle TLS session keeps after it moved 64 KiB
+// each way in full-size records, with and without tlsio.Compact (the relay calls it each
+// time a TLS source is drained). The test's own client-side tls.Conn is in the same heap
+// and is never compacted, so the figure that matters is the difference between the two.
+// One iteration is the whole measurement: -benchtime 1x.
+func BenchmarkTLSIdleAfterBulk(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "compact=off"
+		if on {
+			name = "compact=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			defer func(v bool) { tlsio.CompactEnabled = v }(tlsio.CompactEnabled)
+			tlsio.CompactEnabled = on
+			for b.Loop() {
+				b.ReportMetric(idleAfterBulk(b, 100), "B/session+peer")
+			}
+		})
+	}
+}
+
+func idleAfterBulk(b *testing.B, n int) float64 {
+	r := newRelay(b, Config{Workers: 1})
+	ln := listen(b)
+	msg := bytes.Repeat([]byte("x"), 64<<10)
+	pairs := make([]*tlsPair, n)
+	for i := range pairs {
+		client, pc := connect(b, ln)
+		pb, backend := connect(b, ln)
+		p := &tlsPair{client: &end{tcp: client}, backend: &end{tcp: backend}}
+		tc, raw := handshakeLeg(b, pc, p.client, true, tls.VersionTLS13)
+		p.cfd, p.ctls = detachLeg(b, pc, raw), &TLS{Conn: tc, Raw: raw}
+		p.bfd = rawFD(b, pb)
+		p.add(b, r, nil, nil, nil)
+		p.setDeadlines(time.Minute)
+		pairs[i] = p
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heap()
+	got := make([]byte, len(msg))
+	for _, p := range pairs {
+		go p.client.Write(msg)
+		if _, err := io.ReadFull(p.backend, got); err != nil {
+			b.Fatal(err)
+		}
+		go p.backend.Write(msg)
+		if _, err := io.ReadFull(p.client, got); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the worker's last reads (and Compacts) after the bytes went out
+	after := heap()
+	return (float64(after) - float64(before)) / float64(n)
 }

@@ -259,6 +259,9 @@ func (w *worker) take(s *sess, src int, buf []byte) (int, error) {
 			case err == nil:
 				continue
 			case errors.Is(err, tlsio.ErrWouldBlock):
+				// Drained: let go of crypto/tls's record-sized input buffer, which it
+				// would otherwise keep for the session's life.
+				tlsio.Compact(t.Conn)
 				return n, errAgain
 			case err == io.EOF:
 				return n, io.EOF
