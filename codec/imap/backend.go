@@ -112,7 +112,10 @@ type BackendLogin struct {
 	p   BackendParams
 	res BackendResult
 
-	plain      bool // log in with AUTHENTICATE PLAIN rather than LOGIN
+	plain      bool   // log in with AUTHENTICATE rather than LOGIN
+	mech       string // the mechanism of AUTHENTICATE: PLAIN, XOAUTH2, OAUTHBEARER
+	token      string // the OAuth mechanisms' token
+	errAnswer  bool   // the answer to an OAuth error challenge went out
 	seenBanner bool
 	capsKnown  bool
 	capSent    bool
@@ -160,25 +163,23 @@ func (b *BackendLogin) Reset(p *BackendParams) {
 		out:   b.out[:0],
 		reply: b.reply[:0],
 	}
+	mech, ok := sasl.ProxyMech(p.Mech)
 	switch {
-	case p.Mech == "":
-		// Master user logins need PLAIN (cca proxy_check_start()).
-		b.plain = p.Master != ""
-	case strings.EqualFold(p.Mech, "PLAIN"):
-		b.plain = true
-	default:
+	case !ok:
 		b.fail(BackendInternal, "Unsupported SASL mechanism "+backendSanitize([]byte(p.Mech)))
 		return
+	case mech == "" && p.Master != "":
+		// Master user logins need PLAIN (cca proxy_check_start()).
+		mech = sasl.Plain
 	}
-	if b.plain {
-		for _, s := range [...]string{p.User, p.Master, p.Pass} {
-			if strings.IndexByte(s, 0) >= 0 {
-				// RFC 4616 has no room for NUL inside a field; Dovecot's C strings
-				// couldn't even hold one.
-				b.fail(BackendInternal, "SASL PLAIN field contains NUL")
-				return
-			}
-		}
+	b.mech, b.plain, b.token = mech, mech != "", p.Token
+	if b.token == "" {
+		b.token = p.Pass
+	}
+	// RFC 4616 has no room for NUL inside a field (Dovecot's C strings couldn't even
+	// hold one); the OAuth mechanisms none for ^A in the user, and need a bearer token.
+	if why := sasl.CheckProxy(mech, p.User, p.Master, p.Pass, b.token); why != "" {
+		b.fail(BackendInternal, why)
 	}
 }
 
@@ -410,7 +411,8 @@ func (b *BackendLogin) writeLogin() {
 		return
 	}
 	b.begin('L')
-	b.pipe = append(b.pipe, "L AUTHENTICATE PLAIN"...)
+	b.pipe = append(b.pipe, "L AUTHENTICATE "...)
+	b.pipe = append(b.pipe, b.mech...)
 	if b.flags.saslIR {
 		b.pipe = append(b.pipe, ' ')
 		b.saslSent = true
@@ -420,7 +422,7 @@ func (b *BackendLogin) writeLogin() {
 	}
 	// PLAIN: authzid is always the login user; authcid the master user if any.
 	b.saslFrom = len(b.pipe)
-	b.pipe = sasl.AppendProxyPlain(b.pipe, b.p.User, b.p.Master, b.p.Pass)
+	b.pipe = sasl.AppendProxyResponse(b.pipe, b.mech, b.p.User, b.p.Master, b.p.Pass, b.token)
 	b.saslTo = len(b.pipe)
 	b.pipe = append(b.pipe, "\r\n"...)
 	b.cut(backendGateNone)
@@ -501,9 +503,17 @@ func (b *BackendLogin) continuation(line []byte) {
 		}
 	}
 	if b.saslSent {
-		// PLAIN has nothing more to say once its response is out.
+		// PLAIN has nothing more to say once its response is out. The OAuth mechanisms
+		// answer one error challenge (a refused token), and the NO follows.
 		b.sent &^= backendSentAuthenticate
 		b.rcvd = backendRcvdAuthContinue
+		if answer, ok := sasl.ProxyErrorAnswer(b.mech); ok && !b.errAnswer && len(line) > 2 && line[1] == ' ' && validBase64(line[2:]) {
+			b.errAnswer = true
+			b.out = append(b.out, answer...)
+			b.out = append(b.out, "\r\n"...)
+			b.sent |= backendSentAuthContinue
+			return
+		}
 		b.saslChallenge(line, true)
 		return
 	}
@@ -678,4 +688,10 @@ func (b *BackendLogin) redact(line []byte) string {
 		s = strings.ReplaceAll(s, string(b.pipe[b.saslFrom:b.saslTo]), "<hidden>")
 	}
 	return backendSanitize([]byte(s))
+}
+
+// validBase64 reports whether data is base64.
+func validBase64(data []byte) bool {
+	_, err := base64.StdEncoding.DecodeString(string(data))
+	return err == nil
 }

@@ -12,6 +12,7 @@ package imap
 import (
 	"bytes"
 	"errors"
+	"slices"
 
 	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
@@ -65,6 +66,12 @@ type Config struct {
 	MaxAuthAttempts int
 	// IDName is the value of "name" in the answer to ID (0: DefaultIDName).
 	IDName string
+	// Mechanisms is auth_mechanisms: the SASL mechanisms advertised (AUTH=...) and
+	// accepted by AUTHENTICATE, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN,
+	// XOAUTH2, OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All four are
+	// plaintext mechanisms to Dovecot: hidden and refused when plaintext authentication
+	// is not allowed.
+	Mechanisms []string
 }
 
 // State is where the session is.
@@ -184,7 +191,12 @@ type Session struct {
 	// AUTHENTICATE in progress.
 	authTag  []byte
 	exchange sasl.Exchange
-	sasl     []byte // the last decoded SASL response
+	mechs    sasl.Mechanisms
+	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
+	// gets the failure, with this text (AuthResult.Text).
+	tokenFail     bool
+	tokenFailText string
+	sasl          []byte // the last decoded SASL response
 
 	creds    Credentials
 	idParams []IDParam
@@ -216,6 +228,7 @@ func NewSession(cfg *Config, info SessionInfo) *Session {
 		info:         info,
 		state:        StateCommand,
 	}
+	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
 	}
@@ -261,8 +274,12 @@ func (s *Session) buildCapability() {
 		tail = txtStartTLSCap
 	}
 	mechs := txtAuthMechs
-	if !s.plaintextOK() {
+	switch {
+	case !s.plaintextOK():
+		// Every mechanism the codec runs is a plaintext one.
 		mechs = txtLoginDisabled
+	case !slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()):
+		mechs = string(s.mechs.AppendAdvertised(nil, " AUTH=", true))
 	}
 	size := len(greetHead) + len(capHead) + 2*(len(tail)+len(mechs)) + len(s.greetingText) + 8
 	for _, c := range caps[:n] {
@@ -356,8 +373,17 @@ func (s *Session) Resume(r AuthResult) []Action {
 		s.state = StateDone
 		return s.out.End()
 	}
-	s.state = StateCommand
 	s.resetCommand()
+	if r.Status == AuthFailed && r.Reply == nil {
+		// A refused token gets the mechanism's error challenge first, as Dovecot's
+		// mech-oauth2 sends it; the failure answers the client's response to it.
+		if ch := s.exchange.FailToken(s.creds.Mech); ch != nil {
+			s.tokenFail, s.tokenFailText = true, r.Text
+			s.challenge(ch)
+			return s.out.End()
+		}
+	}
+	s.state = StateCommand
 	if r.Reply != nil {
 		s.out.B = append(s.out.B, r.Reply...)
 	} else {
@@ -840,6 +866,9 @@ func (s *Session) startAuth(mech string, tagEnd, userStart, passStart int) {
 		User:           names[userStart:],
 		Pass:           pass,
 		CapabilitySeen: s.capSeen,
+	}
+	if sasl.OAuth(mech) {
+		s.creds.Pass, s.creds.Token = "", pass
 	}
 	s.out.Emit(Action{Kind: ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait

@@ -2,12 +2,14 @@ package imap
 
 import (
 	"bytes"
+	"encoding/base64"
 
 	"doorman/codec/internal/wire"
 	"doorman/codec/sasl"
 )
 
-// AUTHENTICATE: the SASL exchange for PLAIN and LOGIN, up to complete credentials. Like
+// AUTHENTICATE: the SASL exchange for PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (those
+// Config.Mechanisms enables), up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
 // auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
 // and the codec answers it with the replies Dovecot gives.
@@ -16,7 +18,8 @@ import (
 // sasl_server_auth_begin). An empty ir means there was none; "=" is an empty one.
 func (s *Session) authenticate(tag, mech, ir []byte) {
 	s.authTag = append(s.authTag[:0], tag...)
-	if !s.exchange.Start(mech) {
+	s.tokenFail = false
+	if s.mechs.Lookup(mech) == "" || !s.exchange.Start(mech) {
 		s.reply(tag, txtNoUnsupportedMech)
 		s.authFailed()
 		return
@@ -44,9 +47,11 @@ func (s *Session) authenticate(tag, mech, ir []byte) {
 
 // challenges are the exchange's challenges on the wire.
 var challenges = sasl.Challenges{
-	Empty:    txtChallengeEmpty,
-	Username: txtChallengeUsername,
-	Password: txtChallengePassword,
+	Empty:              txtChallengeEmpty,
+	Username:           txtChallengeUsername,
+	Password:           txtChallengePassword,
+	XOAuth2Failure:     "+ " + base64.StdEncoding.EncodeToString([]byte(sasl.XOAuth2Failure)) + "\r\n",
+	OAuthBearerFailure: "+ " + base64.StdEncoding.EncodeToString([]byte(sasl.OAuthBearerFailure)) + "\r\n",
 }
 
 // challenge sends a challenge of the exchange and waits for the response line.
@@ -94,6 +99,13 @@ func (s *Session) saslResponse(data []byte) {
 	defer clear(data)
 	challenge, done, err := s.exchange.Next(data)
 	switch {
+	case err != nil && s.tokenFail:
+		// The answer to a refused token's error challenge.
+		s.tokenFail = false
+		s.failureReply(AuthResult{Status: AuthFailed, Text: s.tokenFailText})
+		s.tokenFailText = ""
+		s.state = StateCommand
+		s.authFailed()
 	case err != nil:
 		s.localAuthFailure() // what the auth process refuses, for any reason, fails the login
 	case !done:
@@ -107,6 +119,7 @@ func (s *Session) saslResponse(data []byte) {
 		s.scratch = append(s.scratch, c.Authcid...)
 		p := len(s.scratch)
 		s.scratch = append(s.scratch, c.Password...)
+		s.scratch = append(s.scratch, c.Token...) // one of the two is nil
 		s.exchange.Reset()
 		s.startAuth(s.exchange.Mechanism(), tagEnd, u, p)
 	}

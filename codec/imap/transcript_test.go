@@ -3,7 +3,8 @@ package imap
 // Transcript tests: testdata/*.txt, replayed by codectest.Transcripts (whose comment has
 // the format). IMAP's part:
 //
-//	O: options     greeting, capability, idname (text, with the escapes); maxline,
+//	O: options     greeting, capability, idname (text, with the escapes); mechanisms
+//	               (space-separated words); maxline,
 //	               maxbad, maxauth (int). Defaults: the package's.
 //	A: actions     auth tag=a mech=LOGIN [authzid=z] user=alice pass=secret [capability]
 //	               close reason=logout
@@ -24,6 +25,7 @@ var frontend = &codectest.Frontend[Config]{
 			"greeting":   codectest.Text(&c.Greeting),
 			"capability": codectest.Text(&c.Capability),
 			"idname":     codectest.Text(&c.IDName),
+			"mechanisms": codectest.Words(&c.Mechanisms),
 			"maxline":    codectest.Int(&c.MaxLine),
 			"maxbad":     codectest.Int(&c.MaxBadCommands),
 			"maxauth":    codectest.Int(&c.MaxAuthAttempts),
@@ -37,6 +39,7 @@ var frontend = &codectest.Frontend[Config]{
 	ID:             true,
 
 	FuzzNew:      fuzzSession,
+	FuzzFlags:    fuzzFlags,
 	FuzzMaxInput: 2048,
 	FuzzResults:  codectest.FuzzResults("[CONTACTADMIN] No mail server is set for this user.", "x NO backend says no\r\n"),
 	FuzzReasons: []string{

@@ -99,11 +99,15 @@ type IDParam struct{ Key, Value string }
 
 // Credentials is a complete login. Its strings are copies: they outlive the input.
 type Credentials struct {
-	Tag            string // the client's tag of LOGIN/AUTHENTICATE
-	Mech           string // "LOGIN" for the LOGIN command, else the SASL mechanism: "PLAIN", "LOGIN"
-	Authzid        string // SASL PLAIN authorization id; empty when none or equal to User
-	User           string // authentication id / LOGIN user
-	Pass           string
+	Tag     string // the client's tag of LOGIN/AUTHENTICATE
+	Mech    string // "LOGIN" for the LOGIN command, else the SASL mechanism: "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
+	Authzid string // SASL PLAIN authorization id; empty when none or equal to User
+	User    string // authentication id / LOGIN user; XOAUTH2's user=, OAUTHBEARER's a= (decoded)
+	Pass    string // empty for XOAUTH2 and OAUTHBEARER
+	// Token is the bearer token of XOAUTH2 and OAUTHBEARER (empty otherwise): the engine
+	// has it verified (passdb, as Dovecot's oauth2 passdb would) and/or forwards it to
+	// the backend (BackendParams.Mech = Mech, BackendParams.Token = Token). Never logged.
+	Token          string
 	CapabilitySeen bool // the client sent CAPABILITY before logging in (and before any STARTTLS)
 }
 
@@ -147,12 +151,17 @@ type AuthResult struct {
 // tag (IMAP) and the passdb fields that shape the login. Fields a protocol has no use
 // for are ignored by it.
 type BackendParams struct {
-	ClientTag string           // tag of the client's LOGIN/AUTHENTICATE; the final reply uses it
-	User      string           // login user at the backend (destuser, or the client's user)
-	Pass      string           // password to send (the client's own, or passdb `pass`)
-	Master    string           // passdb `master`: AUTHENTICATE PLAIN with authzid=User, authcid=Master
-	Mech      string           // passdb `proxy_mech`: "" (LOGIN, or PLAIN with Master) or "PLAIN"; others fail as BackendInternal
-	ID        []BackendIDField // ordered pairs for `I ID (...)`, built by the engine; empty: no ID is sent
+	ClientTag string // tag of the client's LOGIN/AUTHENTICATE; the final reply uses it
+	User      string // login user at the backend (destuser, or the client's user)
+	Pass      string // password to send (the client's own, or passdb `pass`)
+	Master    string // passdb `master`: AUTHENTICATE PLAIN with authzid=User, authcid=Master
+	Mech      string // passdb `proxy_mech`: "" (LOGIN, or PLAIN with Master), "PLAIN", "XOAUTH2" or "OAUTHBEARER" (in any case); others fail as BackendInternal
+	// Token is the bearer token sent with Mech XOAUTH2 or OAUTHBEARER (proxy_mech=%m
+	// forwarding the client's Credentials.Token, with User). Empty: Pass is sent as the
+	// token, as Dovecot does (there the token is the auth request's password). Never
+	// logged.
+	Token string
+	ID    []BackendIDField // ordered pairs for `I ID (...)`, built by the engine; empty: no ID is sent
 	// NotTrusted is passdb proxy_not_trusted: never send ID.
 	NotTrusted bool
 	// ClientSentCapability: the client issued CAPABILITY before logging in, so it

@@ -78,7 +78,9 @@ type BackendLogin struct {
 	// bytes the last call had (a shorter input means the engine didn't re-feed them).
 	scan, lineStart, held int
 
-	saslSent bool // AUTHENTICATE went out: its base64 must not reach the logs
+	saslSent bool   // AUTHENTICATE went out: its base64 must not reach the logs
+	mech     string // AUTHENTICATE's mechanism: PLAIN (the default), XOAUTH2, OAUTHBEARER
+	answered bool   // the answer to an OAuth error challenge went out
 
 	out     []byte
 	reply   []byte
@@ -107,18 +109,29 @@ func (b *BackendLogin) Reset(p *login.BackendParams) {
 	}
 	// ManageSieve logs in with PLAIN whatever the passdb says, unless proxy_mech names
 	// another mechanism (Dovecot's default is PLAIN: proxy_write_auth).
-	if p.Mech != "" && !strings.EqualFold(p.Mech, "PLAIN") {
+	mech, ok := sasl.ProxyMech(p.Mech)
+	if !ok {
 		b.fail(login.BackendInternal, "Unsupported SASL mechanism "+wire.Sanitize([]byte(p.Mech), 160))
 		return
 	}
-	for _, s := range [...]string{p.User, p.Master, p.Pass} {
-		if strings.IndexByte(s, 0) >= 0 {
-			// RFC 4616 has no room for NUL inside a field; Dovecot's C strings
-			// couldn't even hold one.
-			b.fail(login.BackendInternal, "SASL PLAIN field contains NUL")
-			return
-		}
+	if mech == "" {
+		mech = sasl.Plain
 	}
+	b.mech = mech
+	// RFC 4616 has no room for NUL inside a field (Dovecot's C strings couldn't even
+	// hold one); the OAuth mechanisms none for ^A in the user, and need a bearer token
+	// (Token, else Pass, as Dovecot forwards it).
+	if why := sasl.CheckProxy(mech, p.User, p.Master, p.Pass, b.token()); why != "" {
+		b.fail(login.BackendInternal, why)
+	}
+}
+
+// token is the OAuth mechanisms' token: Token, else the password.
+func (b *BackendLogin) token() string {
+	if b.p.Token != "" {
+		return b.p.Token
+	}
+	return b.p.Pass
 }
 
 // Result returns the outcome so far.
@@ -331,8 +344,10 @@ func (b *BackendLogin) authenticate() {
 		b.fail(login.BackendRemoteConfig, "Server has disabled authentication (TLS required?)")
 		return
 	}
-	b.out = append(b.out, `AUTHENTICATE "PLAIN" "`...)
-	b.out = sasl.AppendProxyPlain(b.out, b.p.User, b.p.Master, b.p.Pass)
+	b.out = append(b.out, `AUTHENTICATE "`...)
+	b.out = append(b.out, b.mech...)
+	b.out = append(b.out, `" "`...)
+	b.out = sasl.AppendProxyResponse(b.out, b.mech, b.p.User, b.p.Master, b.p.Pass, b.token())
 	b.saslSent = true
 	b.out = append(b.out, "\"\r\n"...)
 	b.state = backendAuth
@@ -351,8 +366,17 @@ func (b *BackendLogin) authReply(resp []byte) {
 			b.fail(login.BackendProtocolError, "Server sent invalid SASL challenge line: "+b.redact(line))
 			return
 		}
-		if _, err := base64.StdEncoding.DecodeString(string(r.value(resp, 0))); err != nil {
+		data := r.value(resp, 0)
+		if _, err := base64.StdEncoding.DecodeString(string(data)); err != nil {
 			b.fail(login.BackendProtocolError, "Server sent invalid base64 data in AUTHENTICATE response")
+			return
+		}
+		if answer, oauth := sasl.ProxyErrorAnswer(b.mech); oauth && len(data) > 0 && !b.answered {
+			// A refused token's error challenge: answered, and the NO follows.
+			b.answered = true
+			b.out = append(b.out, '"')
+			b.out = append(b.out, answer...)
+			b.out = append(b.out, "\"\r\n"...)
 			return
 		}
 		b.fail(login.BackendProtocolError, "Server sent invalid authentication data: Server didn't finish authentication")
@@ -420,8 +444,11 @@ func (b *BackendLogin) redact(line []byte) string {
 	}
 	if b.saslSent {
 		// Made again rather than kept: only a failure needs it.
-		payload := string(sasl.AppendProxyPlain(nil, b.p.User, b.p.Master, b.p.Pass))
+		payload := string(sasl.AppendProxyResponse(nil, b.mech, b.p.User, b.p.Master, b.p.Pass, b.token()))
 		s = strings.ReplaceAll(s, payload, "<hidden>")
+		if b.p.Token != "" {
+			s = strings.ReplaceAll(s, b.p.Token, "<hidden>")
+		}
 	}
 	return wire.Sanitize([]byte(s), 160)
 }

@@ -23,6 +23,9 @@ func fuzzSession(flags byte, info login.SessionInfo) (codectest.Session, int) {
 		cfg.MaxBadCommands = 10
 	}
 	info.Trusted = flags&32 != 0
+	if flags&128 != 0 {
+		cfg.Mechanisms = fuzzMechanisms
+	}
 	s := NewSession(cfg, info)
 	return codectest.Adapt[State](s), s.maxLine + 2 + 2*saslMaxResponse + 2
 }
@@ -36,5 +39,10 @@ func fuzzFlags(c *Config, info login.SessionInfo) byte {
 	if info.Trusted {
 		f |= 32
 	}
+	if len(c.Mechanisms) > 0 {
+		f |= 128 // the OAuth mechanisms too
+	}
 	return f
 }
+
+var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}

@@ -19,6 +19,7 @@ package managesieve
 import (
 	"bytes"
 	"errors"
+	"slices"
 
 	"doorman/codec/internal/wire"
 	"doorman/codec/login"
@@ -79,6 +80,12 @@ type Config struct {
 	MaxLine int
 	// MaxBadCommands is how many invalid commands end the session (0: 3).
 	MaxBadCommands int
+	// Mechanisms is auth_mechanisms: the SASL mechanisms advertised ("SASL") and
+	// accepted by AUTHENTICATE, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN,
+	// XOAUTH2, OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All four are
+	// plaintext mechanisms to Dovecot: hidden and refused when plaintext
+	// authentication is not allowed.
+	Mechanisms []string
 }
 
 // State is where the session is.
@@ -166,8 +173,13 @@ type Session struct {
 
 	// AUTHENTICATE in progress.
 	exchange sasl.Exchange
-	saslBuf  []byte // the last decoded SASL response
-	squeeze  []byte // a SASL response unescaped
+	mechs    sasl.Mechanisms
+	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
+	// gets the failure, with this text (AuthResult.Text).
+	tokenFail     bool
+	tokenFailText string
+	saslBuf       []byte // the last decoded SASL response
+	squeeze       []byte // a SASL response unescaped
 
 	creds   login.Credentials
 	scratch []byte
@@ -203,6 +215,7 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 		info:         info,
 		state:        StateCommand,
 	}
+	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
 	}
@@ -249,9 +262,15 @@ func (s *Session) buildCapability() {
 	if s.notify != "" {
 		line(capNotify, s.notify)
 	}
-	if s.plaintextOK() {
+	switch {
+	case s.plaintextOK() && slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()):
 		buf = append(buf, capSASLMechs...)
-	} else {
+	case s.plaintextOK():
+		buf = append(buf, capSASL...)
+		list := s.mechs.AppendAdvertised(nil, " ", true)
+		buf = appendCapValue(buf, string(list[min(1, len(list)):]))
+		buf = append(buf, "\r\n"...)
+	default:
 		// Dovecot advertises no mechanism it would refuse (sasl_server_get_advertised_mechs).
 		buf = append(buf, capSASLNone...)
 	}
@@ -353,8 +372,18 @@ func (s *Session) Resume(r login.AuthResult) []login.Action {
 		s.state = StateDone
 		return s.out.End()
 	}
-	s.state = StateCommand
 	s.resetCommand()
+	if r.Status == login.AuthFailed && r.Reply == nil {
+		// A refused token gets the mechanism's error challenge first, as Dovecot's
+		// mech-oauth2 sends it; the failure answers the client's response to it.
+		if ch := s.exchange.FailToken(s.creds.Mech); ch != nil {
+			s.tokenFail, s.tokenFailText = true, r.Text
+			s.challenge(ch)
+			s.resetCommand() // now ready for the response
+			return s.out.End()
+		}
+	}
+	s.state = StateCommand
 	if r.Reply != nil {
 		s.out.B = append(s.out.B, r.Reply...)
 	} else {

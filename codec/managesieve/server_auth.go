@@ -2,12 +2,14 @@ package managesieve
 
 import (
 	"bytes"
+	"encoding/base64"
 
 	"doorman/codec/login"
 	"doorman/codec/sasl"
 )
 
-// AUTHENTICATE: the SASL exchange for PLAIN and LOGIN, up to complete credentials. Like
+// AUTHENTICATE: the SASL exchange for PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (those
+// Config.Mechanisms enables), up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
 // auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
 // and the codec answers it with the replies Dovecot gives. Challenges go out as quoted
@@ -19,7 +21,9 @@ import (
 // or "=") is an empty response, not none.
 func (s *Session) authenticate(cmd []byte, mech, ir token, hasIR bool) {
 	// A mechanism name holds no `"` or `\`: escapes make it unknown.
-	if mech.escaped || !s.exchange.Start(cmd[mech.start:mech.end]) {
+	s.tokenFail = false
+	name := cmd[mech.start:mech.end]
+	if mech.escaped || s.mechs.Lookup(name) == "" || !s.exchange.Start(name) {
 		s.out.B = append(s.out.B, txtNoUnsupportedMech...)
 		return
 	}
@@ -41,9 +45,11 @@ func (s *Session) authenticate(cmd []byte, mech, ir token, hasIR bool) {
 
 // challenges are the exchange's challenges on the wire.
 var challenges = sasl.Challenges{
-	Empty:    txtChallengeEmpty,
-	Username: txtChallengeUsername,
-	Password: txtChallengePassword,
+	Empty:              txtChallengeEmpty,
+	Username:           txtChallengeUsername,
+	Password:           txtChallengePassword,
+	XOAuth2Failure:     `"` + base64.StdEncoding.EncodeToString([]byte(sasl.XOAuth2Failure)) + `"` + "\r\n",
+	OAuthBearerFailure: `"` + base64.StdEncoding.EncodeToString([]byte(sasl.OAuthBearerFailure)) + `"` + "\r\n",
 }
 
 // challenge sends a challenge of the exchange and waits for the response.
@@ -73,6 +79,12 @@ func (s *Session) saslResponse(data []byte) {
 	defer clear(data)
 	challenge, done, err := s.exchange.Next(data)
 	switch {
+	case err != nil && s.tokenFail:
+		// The answer to a refused token's error challenge.
+		s.tokenFail = false
+		s.state = StateCommand
+		s.failureReply(login.AuthResult{Status: login.AuthFailed, Text: s.tokenFailText})
+		s.tokenFailText = ""
 	case err != nil:
 		s.localAuthFailure() // what the auth process refuses, for any reason, fails the login
 	case !done:
@@ -84,6 +96,7 @@ func (s *Session) saslResponse(data []byte) {
 		s.scratch = append(s.scratch, c.Authcid...)
 		p := len(s.scratch)
 		s.scratch = append(s.scratch, c.Password...)
+		s.scratch = append(s.scratch, c.Token...) // one of the two is nil
 		s.exchange.Reset()
 		s.startAuth(u, p)
 	}
@@ -109,6 +122,9 @@ func (s *Session) startAuth(userStart, passStart int) {
 		Authzid: names[:userStart],
 		User:    names[userStart:],
 		Pass:    pass,
+	}
+	if sasl.OAuth(s.creds.Mech) {
+		s.creds.Pass, s.creds.Token = "", pass
 	}
 	s.out.Emit(login.Action{Kind: login.ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait

@@ -29,6 +29,7 @@ var frontend = &codectest.Frontend[Config]{
 			"notify":         codectest.Text(&c.Notify),
 			"maxline":        codectest.Int(&c.MaxLine),
 			"maxbad":         codectest.Int(&c.MaxBadCommands),
+			"mechanisms":     codectest.Words(&c.Mechanisms),
 		}
 	},
 	New: func(c *Config, info login.SessionInfo) codectest.Session {

@@ -64,7 +64,9 @@ type BackendLogin struct {
 	res login.BackendResult
 
 	state   uint8
-	sasl    bool            // log in with AUTH PLAIN rather than USER and PASS
+	sasl    bool            // log in with AUTH rather than USER and PASS
+	mech    string          // AUTH's mechanism: PLAIN, XOAUTH2, OAUTHBEARER
+	answerd bool            // the answer to an OAuth error challenge went out
 	xclient bool            // the banner offered [XCLIENT]
 	held    bool            // NoPipelining: the login command waits for XCLIENT's +OK
 	lines   wire.LineReader // where the backend's lines are
@@ -97,24 +99,22 @@ func (b *BackendLogin) Reset(p *login.BackendParams) {
 		scratch: b.scratch[:0],
 		secret:  b.secret[:0],
 	}
+	mech, ok := sasl.ProxyMech(p.Mech)
 	switch {
-	case p.Mech == "":
-		// Master user logins need PLAIN (cca proxy_check_start()).
-		b.sasl = p.Master != ""
-	case strings.EqualFold(p.Mech, "PLAIN"):
-		b.sasl = true
-	default:
+	case !ok:
 		b.fail(login.BackendInternal, "Unsupported SASL mechanism "+backendSanitize([]byte(p.Mech)))
 		return
+	case mech == "" && p.Master != "":
+		// Master user logins need PLAIN (cca proxy_check_start()).
+		mech = sasl.Plain
 	}
+	b.mech, b.sasl = mech, mech != ""
 	if b.sasl {
-		for _, s := range [...]string{p.User, p.Master, p.Pass} {
-			if strings.IndexByte(s, 0) >= 0 {
-				// RFC 4616 has no room for NUL inside a field; Dovecot's C strings
-				// couldn't even hold one.
-				b.fail(login.BackendInternal, "SASL PLAIN field contains NUL")
-				return
-			}
+		// RFC 4616 has no room for NUL inside a field (Dovecot's C strings couldn't even
+		// hold one); the OAuth mechanisms none for ^A in the user, and need a bearer
+		// token (Token, else Pass, as Dovecot forwards it).
+		if why := sasl.CheckProxy(mech, p.User, p.Master, p.Pass, b.token()); why != "" {
+			b.fail(login.BackendInternal, why)
 		}
 		return
 	}
@@ -230,8 +230,16 @@ func (b *BackendLogin) input(line []byte) {
 		b.state = backendLogin2
 	case backendLogin2:
 		if b.sasl && bytes.HasPrefix(line, []byte("+ ")) {
-			// PLAIN's response went out with AUTH: nothing is left to say.
-			if _, err := base64.StdEncoding.DecodeString(string(line[2:])); err != nil {
+			// PLAIN's response went out with AUTH: nothing is left to say. The OAuth
+			// mechanisms answer one error challenge (a refused token); the -ERR follows.
+			_, err := base64.StdEncoding.DecodeString(string(line[2:]))
+			if answer, oauth := sasl.ProxyErrorAnswer(b.mech); oauth && err == nil && len(line) > 2 && !b.answerd {
+				b.answerd = true
+				b.out = append(b.out, answer...)
+				b.out = append(b.out, "\r\n"...)
+				return
+			}
+			if err != nil {
 				b.fail(login.BackendProtocolError, "Invalid base64 data in AUTH response")
 			} else {
 				b.fail(login.BackendProtocolError, "Invalid authentication data: Server didn't finish authentication")
@@ -297,6 +305,14 @@ func (b *BackendLogin) writeXCLIENT() {
 	b.out = append(b.out, "\r\n"...)
 }
 
+// token is the OAuth mechanisms' token: Token, else the password.
+func (b *BackendLogin) token() string {
+	if b.p.Token != "" {
+		return b.p.Token
+	}
+	return b.p.Pass
+}
+
 // writeLogin writes `USER <user>` (PASS follows its +OK) or `AUTH PLAIN <base64>`.
 func (b *BackendLogin) writeLogin() {
 	if !b.sasl {
@@ -307,8 +323,10 @@ func (b *BackendLogin) writeLogin() {
 	}
 	// PLAIN: authzid is always the login user; authcid the master user if any. POP3
 	// has no SASL-IR capability to check: the response always goes with AUTH.
-	b.secret = sasl.AppendProxyPlain(b.secret[:0], b.p.User, b.p.Master, b.p.Pass)
-	b.out = append(b.out, "AUTH PLAIN "...)
+	b.secret = sasl.AppendProxyResponse(b.secret[:0], b.mech, b.p.User, b.p.Master, b.p.Pass, b.token())
+	b.out = append(b.out, "AUTH "...)
+	b.out = append(b.out, b.mech...)
+	b.out = append(b.out, ' ')
 	b.out = append(b.out, b.secret...)
 	b.out = append(b.out, "\r\n"...)
 }

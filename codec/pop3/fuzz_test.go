@@ -26,6 +26,9 @@ func fuzzSession(flags byte, info login.SessionInfo) (codectest.Session, int) {
 	if flags&64 != 0 {
 		info.Trusted = true
 	}
+	if flags&128 != 0 {
+		cfg.Mechanisms = fuzzMechanisms
+	}
 	s := NewSession(cfg, info)
 	return codectest.Adapt[State](s), s.maxLine + 2 + srvAuthBufMax + 2
 }
@@ -42,5 +45,10 @@ func fuzzFlags(c *Config, info login.SessionInfo) byte {
 	if info.Trusted {
 		flags |= 64
 	}
+	if len(c.Mechanisms) > 0 {
+		flags |= 128 // the OAuth mechanisms too
+	}
 	return flags
 }
+
+var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}

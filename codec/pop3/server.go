@@ -12,6 +12,8 @@ package pop3
 import (
 	"bytes"
 	"errors"
+	"slices"
+	"strings"
 
 	"doorman/codec/internal/wire"
 	"doorman/codec/login"
@@ -61,6 +63,12 @@ type Config struct {
 	// "-ERR Too many invalid authentication attempts.". Dovecot has no such limit
 	// (failures are slowed down instead), so 0, the default, means unlimited.
 	MaxAuthAttempts int
+	// Mechanisms is auth_mechanisms: the SASL mechanisms listed (CAPA's SASL line, AUTH
+	// without arguments) and accepted by AUTH, in order; nil: PLAIN LOGIN. Known: PLAIN,
+	// LOGIN, XOAUTH2, OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All
+	// four are plaintext mechanisms to Dovecot: hidden and refused when plaintext
+	// authentication is not allowed.
+	Mechanisms []string
 }
 
 // State is where the session is.
@@ -124,7 +132,12 @@ type Session struct {
 
 	// AUTH in progress.
 	exchange sasl.Exchange
-	sasl     []byte // the last decoded SASL response
+	mechs    sasl.Mechanisms
+	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
+	// gets the failure, with this text (AuthResult.Text).
+	tokenFail     bool
+	tokenFailText string
+	sasl          []byte // the last decoded SASL response
 
 	creds   login.Credentials
 	scratch []byte
@@ -153,6 +166,7 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 		info:         info,
 		state:        StateCommand,
 	}
+	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
 	}
@@ -178,7 +192,15 @@ func (s *Session) plaintextOK() bool { return s.info.Secured || s.info.Plaintext
 func (s *Session) buildTexts() {
 	stls := s.info.TLSAvailable && !s.info.TLS
 	plain := s.plaintextOK()
-	buf := make([]byte, 0, 4+len(txtGreetingXCLIENT)+len(s.greetingText)+2+len(txtCapaHead)+64+len(txtMechListHead)+len(txtMechList)+3)
+	mechs, mechList := txtMechs, txtMechList
+	if !slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()) {
+		mechs = string(s.mechs.AppendAdvertised(nil, " ", true))
+		mechList = strings.ReplaceAll(mechs[min(1, len(mechs)):], " ", "\r\n")
+		if mechList != "" {
+			mechList += "\r\n"
+		}
+	}
+	buf := make([]byte, 0, 4+len(txtGreetingXCLIENT)+len(s.greetingText)+2+len(txtCapaHead)+64+len(mechs)+len(txtMechListHead)+len(mechList)+3)
 	buf = append(buf, "+OK "...)
 	if s.info.Trusted {
 		// Dovecot's extension to spare a trusted proxy asking CAPA.
@@ -195,15 +217,15 @@ func (s *Session) buildTexts() {
 		buf = append(buf, txtCapaUSER...)
 	}
 	buf = append(buf, txtCapaSASL...)
-	if plain {
-		buf = append(buf, txtMechs...)
+	if plain { // every mechanism the codec runs is a plaintext one
+		buf = append(buf, mechs...)
 	}
 	buf = append(buf, txtNewline...)
 	buf = append(buf, txtCapaTail...)
 	c := len(buf)
 	buf = append(buf, txtMechListHead...)
 	if plain {
-		buf = append(buf, txtMechList...)
+		buf = append(buf, mechList...)
 	}
 	buf = append(buf, txtCapaTail...)
 	s.greeting, s.capa, s.mechList = buf[:g:g], buf[g:c:c], buf[c:]
@@ -272,8 +294,17 @@ func (s *Session) Resume(r login.AuthResult) []login.Action {
 		s.state = StateDone
 		return s.out.End()
 	}
-	s.state = StateCommand
 	s.resetCommand()
+	if r.Status == login.AuthFailed && r.Reply == nil {
+		// A refused token gets the mechanism's error challenge first, as Dovecot's
+		// mech-oauth2 sends it; the failure answers the client's response to it.
+		if ch := s.exchange.FailToken(s.creds.Mech); ch != nil {
+			s.tokenFail, s.tokenFailText = true, r.Text
+			s.challenge(ch)
+			return s.out.End()
+		}
+	}
+	s.state = StateCommand
 	if r.Reply != nil {
 		s.out.B = append(s.out.B, r.Reply...)
 	} else {
@@ -580,6 +611,9 @@ func (s *Session) startAuth(mech string, userStart, passStart int) {
 		Authzid: names[:userStart],
 		User:    names[userStart:],
 		Pass:    pass,
+	}
+	if sasl.OAuth(mech) {
+		s.creds.Pass, s.creds.Token = "", pass
 	}
 	s.out.Emit(login.Action{Kind: login.ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait

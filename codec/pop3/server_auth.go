@@ -2,12 +2,15 @@ package pop3
 
 import (
 	"bytes"
+	"encoding/base64"
 
 	"doorman/codec/internal/wire"
+	"doorman/codec/login"
 	"doorman/codec/sasl"
 )
 
-// AUTH: the SASL exchange for PLAIN and LOGIN, up to complete credentials. Like
+// AUTH: the SASL exchange for PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (those
+// Config.Mechanisms enables), up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
 // auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
 // and the codec answers it with the replies Dovecot gives.
@@ -15,7 +18,8 @@ import (
 // authenticate starts AUTH <mech> [<ir>] (pop3-login's cmd_auth, then
 // sasl_server_auth_begin). An empty ir means there was none; "=" is an empty one.
 func (s *Session) authenticate(mech, ir []byte) {
-	if !s.exchange.Start(mech) {
+	s.tokenFail = false
+	if s.mechs.Lookup(mech) == "" || !s.exchange.Start(mech) {
 		s.out.B = append(s.out.B, txtUnsupportedMech...)
 		s.authFailed()
 		return
@@ -43,9 +47,11 @@ func (s *Session) authenticate(mech, ir []byte) {
 
 // challenges are the exchange's challenges on the wire.
 var challenges = sasl.Challenges{
-	Empty:    txtChallengeEmpty,
-	Username: txtChallengeUsername,
-	Password: txtChallengePassword,
+	Empty:              txtChallengeEmpty,
+	Username:           txtChallengeUsername,
+	Password:           txtChallengePassword,
+	XOAuth2Failure:     "+ " + base64.StdEncoding.EncodeToString([]byte(sasl.XOAuth2Failure)) + "\r\n",
+	OAuthBearerFailure: "+ " + base64.StdEncoding.EncodeToString([]byte(sasl.OAuthBearerFailure)) + "\r\n",
 }
 
 // challenge sends a challenge of the exchange and waits for the response line.
@@ -93,6 +99,13 @@ func (s *Session) saslResponse(data []byte) {
 	defer clear(data)
 	challenge, done, err := s.exchange.Next(data)
 	switch {
+	case err != nil && s.tokenFail:
+		// The answer to a refused token's error challenge.
+		s.tokenFail = false
+		s.failureReply(login.AuthResult{Status: login.AuthFailed, Text: s.tokenFailText})
+		s.tokenFailText = ""
+		s.state = StateCommand
+		s.authFailed()
 	case err != nil:
 		s.localAuthFailure() // what the auth process refuses, for any reason, fails the login
 	case !done:
@@ -104,6 +117,7 @@ func (s *Session) saslResponse(data []byte) {
 		s.scratch = append(s.scratch, c.Authcid...)
 		p := len(s.scratch)
 		s.scratch = append(s.scratch, c.Password...)
+		s.scratch = append(s.scratch, c.Token...) // one of the two is nil
 		s.exchange.Reset()
 		s.startAuth(s.exchange.Mechanism(), u, p)
 	}

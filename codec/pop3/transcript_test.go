@@ -23,10 +23,11 @@ var frontend = &codectest.Frontend[Config]{
 	ID:       true, // a trusted client's XCLIENT is reported as an ActID
 	Options: func(c *Config) map[string]func(string) error {
 		return map[string]func(string) error{
-			"greeting": codectest.Text(&c.Greeting),
-			"maxline":  codectest.Int(&c.MaxLine),
-			"maxbad":   codectest.Int(&c.MaxBadCommands),
-			"maxauth":  codectest.Int(&c.MaxAuthAttempts),
+			"greeting":   codectest.Text(&c.Greeting),
+			"maxline":    codectest.Int(&c.MaxLine),
+			"maxbad":     codectest.Int(&c.MaxBadCommands),
+			"maxauth":    codectest.Int(&c.MaxAuthAttempts),
+			"mechanisms": codectest.Words(&c.Mechanisms),
 		}
 	},
 	New: func(c *Config, info login.SessionInfo) codectest.Session {

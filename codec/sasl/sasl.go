@@ -1,6 +1,7 @@
-// Package sasl is the SASL of the login codecs: the server side of PLAIN (RFC 4616) and
-// LOGIN as a pure step function, the base64 responses travel in, and the PLAIN initial
-// response a proxy sends its backend.
+// Package sasl is the SASL of the login codecs: the server side of PLAIN (RFC 4616),
+// LOGIN, XOAUTH2 and OAUTHBEARER (RFC 7628) as a pure step function, the parsers and
+// pure helpers of CRAM-MD5 (RFC 2195) and SCRAM-SHA-256 (RFC 5802, RFC 7677), the base64
+// responses travel in, and the initial responses a proxy sends its backend.
 //
 // It owns what Dovecot's auth process would decide about a response: whether it is
 // base64, how PLAIN's message splits, an empty user, a NUL where none may be. It does not
@@ -13,8 +14,12 @@ package sasl
 
 // Mechanism names, as they are announced and as Credentials carry them.
 const (
-	Plain = "PLAIN"
-	Login = "LOGIN"
+	Plain       = "PLAIN"
+	Login       = "LOGIN"
+	XOAuth2     = "XOAUTH2"
+	OAuthBearer = "OAUTHBEARER"
+	CRAMMD5     = "CRAM-MD5"
+	SCRAMSHA256 = "SCRAM-SHA-256"
 )
 
 // LOGIN's prompts (Dovecot's mech-login), before base64: the challenges Next returns.
@@ -33,6 +38,10 @@ const (
 	ErrEmptyUser                  // no user: PLAIN's authcid or LOGIN's user name is empty
 	ErrNUL                        // a NUL in LOGIN's user name or password
 	ErrSequence                   // Next without Start, or after the exchange ended
+	ErrOAuth                      // an XOAUTH2/OAUTHBEARER message without a user or a valid bearer token
+	ErrCRAM                       // a CRAM-MD5 response that is not "<user> SP <32 hex digits>"
+	ErrSCRAM                      // a SCRAM message out of RFC 5802's grammar, or channel binding asked for
+	ErrProof                      // SCRAM: the client's proof or nonce does not match
 )
 
 var errText = [...]string{
@@ -41,6 +50,10 @@ var errText = [...]string{
 	ErrEmptyUser: "sasl: empty user name",
 	ErrNUL:       "sasl: NUL in user name or password",
 	ErrSequence:  "sasl: no exchange in progress",
+	ErrOAuth:     "sasl: invalid OAuth message",
+	ErrCRAM:      "sasl: invalid CRAM-MD5 response",
+	ErrSCRAM:     "sasl: invalid SCRAM message",
+	ErrProof:     "sasl: SCRAM proof mismatch",
 }
 
 func (e Error) Error() string {
@@ -64,5 +77,6 @@ type Server interface {
 type Credentials struct {
 	Authzid  []byte // the user to log in as; nil if none, or if it is the Authcid
 	Authcid  []byte // the user whose password it is; never empty
-	Password []byte
+	Password []byte // PLAIN, LOGIN; nil for the OAuth mechanisms
+	Token    []byte // XOAUTH2, OAUTHBEARER: the bearer token (never logged); nil otherwise
 }

@@ -126,7 +126,7 @@ func TestExchangeStart(t *testing.T) {
 	if _, _, err := e.Next([]byte("\x00a\x00b")); err != ErrSequence {
 		t.Errorf("Next before Start: %v", err)
 	}
-	for _, m := range []string{"", "CRAM-MD5", "PLAIN ", "PLAI", "XOAUTH2", "LOGİN"} {
+	for _, m := range []string{"", "CRAM-MD5", "PLAIN ", "PLAI", "XOAUTH", "SCRAM-SHA-256", "LOGİN"} {
 		if e.Start([]byte(m)) || e.Mechanism() != "" {
 			t.Errorf("Start(%q) accepted, mechanism %q", m, e.Mechanism())
 		}

@@ -6,24 +6,30 @@ import "bytes"
 type step uint8
 
 const (
-	stepNone  step = iota // not started, or over
-	stepFirst             // started: the initial response (or nil, for none) comes next
-	stepPlain             // PLAIN: the empty challenge is out, the message comes next
-	stepUser              // LOGIN: "Username:" is out
-	stepPass              // LOGIN: "Password:" is out
-	stepDone              // the credentials are complete
+	stepNone      step = iota // not started, or over
+	stepFirst                 // started: the initial response (or nil, for none) comes next
+	stepPlain                 // PLAIN: the empty challenge is out, the message comes next
+	stepUser                  // LOGIN: "Username:" is out
+	stepPass                  // LOGIN: "Password:" is out
+	stepOAuth                 // XOAUTH2, OAUTHBEARER: the empty challenge is out, the message comes next
+	stepOAuthFail             // XOAUTH2, OAUTHBEARER: the error challenge is out; any answer fails
+	stepDone                  // the credentials are complete
 )
 
 // The challenges, cut from one array with their capacity capped so that appending to one
 // can't write over the next. Callers must not modify them.
 var (
-	prompts        = []byte(UsernamePrompt + PasswordPrompt)
+	prompts        = []byte(UsernamePrompt + PasswordPrompt + XOAuth2Failure + OAuthBearerFailure)
 	challengeEmpty = prompts[:0:0] // non-nil: an empty challenge still goes out
-	challengeUser  = prompts[:len(UsernamePrompt):len(UsernamePrompt)]
-	challengePass  = prompts[len(UsernamePrompt):]
+	challengeUser  = cut(prompts, 0, len(UsernamePrompt))
+	challengePass  = cut(prompts, len(UsernamePrompt), len(PasswordPrompt))
+	challengeXO2   = cut(prompts, len(UsernamePrompt)+len(PasswordPrompt), len(XOAuth2Failure))
+	challengeOB    = cut(prompts, len(UsernamePrompt)+len(PasswordPrompt)+len(XOAuth2Failure), len(OAuthBearerFailure))
 )
 
-// Exchange is the server side of PLAIN or LOGIN. A session keeps one and starts it for
+func cut(b []byte, off, n int) []byte { return b[off : off+n : off+n] }
+
+// Exchange is the server side of PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER. A session keeps one and starts it for
 // each authentication: its zero value is ready, and once the buffer for LOGIN's user name
 // has grown, no step allocates. It checks what Dovecot's auth process would check
 // (mech-plain, mech-login, auth_request_set_username) and verifies nothing: the
@@ -42,12 +48,15 @@ const (
 	mechNone mechanism = iota
 	mechPlain
 	mechLogin
+	mechXOAuth2
+	mechOAuthBearer
 )
 
 var _ Server = (*Exchange)(nil)
 
 // Start begins an exchange of mech, the name as the client sent it (in any case). It
-// reports false for a mechanism other than PLAIN and LOGIN.
+// reports false for a mechanism other than PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (CRAM-MD5
+// and SCRAM-SHA-256 have their own types: CRAMMD5Response, SCRAMServer).
 func (e *Exchange) Start(mech []byte) bool {
 	e.Reset()
 	switch {
@@ -55,6 +64,10 @@ func (e *Exchange) Start(mech []byte) bool {
 		e.mech = mechPlain
 	case equalFold(mech, Login):
 		e.mech = mechLogin
+	case equalFold(mech, XOAuth2):
+		e.mech = mechXOAuth2
+	case equalFold(mech, OAuthBearer):
+		e.mech = mechOAuthBearer
 	default:
 		e.mech = mechNone
 		return false
@@ -70,6 +83,10 @@ func (e *Exchange) Mechanism() string {
 		return Plain
 	case mechLogin:
 		return Login
+	case mechXOAuth2:
+		return XOAuth2
+	case mechOAuthBearer:
+		return OAuthBearer
 	}
 	return ""
 }
@@ -77,11 +94,20 @@ func (e *Exchange) Mechanism() string {
 // Next takes the client's next response, decoded (see Server). PLAIN without an initial
 // response asks for its message with an empty challenge; LOGIN asks for the user name,
 // then the password, and takes an initial response, if it isn't empty, as the user name.
-// Once done, Credentials has the result.
+// XOAUTH2 and OAUTHBEARER ask for their message with an empty challenge too; a message
+// Dovecot's mech-oauth2 refuses gets its JSON error challenge (XOAuth2Failure,
+// OAuthBearerFailure) and whatever the client answers to that, ErrOAuth. Once done,
+// Credentials has the result.
 func (e *Exchange) Next(response []byte) (challenge []byte, done bool, err error) {
 	switch e.step {
 	case stepFirst:
+		oauth := e.mech == mechXOAuth2 || e.mech == mechOAuthBearer
 		switch {
+		case oauth && response == nil:
+			e.step = stepOAuth
+			return challengeEmpty, false, nil
+		case oauth:
+			return e.oauth(response)
 		case e.mech == mechPlain && response == nil:
 			e.step = stepPlain
 			return challengeEmpty, false, nil
@@ -98,6 +124,10 @@ func (e *Exchange) Next(response []byte) (challenge []byte, done bool, err error
 		return e.loginUser(response)
 	case stepPass:
 		return e.loginPass(response)
+	case stepOAuth:
+		return e.oauth(response)
+	case stepOAuthFail:
+		return nil, false, e.fail(ErrOAuth)
 	}
 	return nil, false, e.fail(ErrSequence)
 }
@@ -109,6 +139,12 @@ func (e *Exchange) Credentials() Credentials {
 		return Credentials{}
 	case e.mech == mechLogin:
 		return Credentials{Authcid: e.user, Password: e.last}
+	case e.mech == mechXOAuth2:
+		user, token, _ := ParseXOAuth2(e.last)
+		return Credentials{Authcid: user, Token: token}
+	case e.mech == mechOAuthBearer:
+		user, token, _ := ParseOAuthBearer(e.last, e.user[:0])
+		return Credentials{Authcid: user, Token: token}
 	}
 	authzid, authcid, pass, _ := splitPlain(e.last)
 	return Credentials{Authzid: authzid, Authcid: authcid, Password: pass}
@@ -126,6 +162,52 @@ func (e *Exchange) plain(msg []byte) ([]byte, bool, error) {
 		return nil, false, e.fail(err)
 	}
 	return e.finish(msg)
+}
+
+// oauth takes XOAUTH2's or OAUTHBEARER's message. What mech-oauth2 refuses (no user, no
+// valid "auth=Bearer <token>", a bad GS2 header) gets the mechanism's error challenge, as
+// a token the passdb refused would; the exchange fails on the client's answer.
+func (e *Exchange) oauth(msg []byte) ([]byte, bool, error) {
+	var err error
+	if e.mech == mechXOAuth2 {
+		_, _, err = ParseXOAuth2(msg)
+	} else {
+		// The authzid is unescaped into e.user, which Credentials reads again.
+		var user []byte
+		user, _, err = ParseOAuthBearer(msg, e.user[:0])
+		e.user = user[:0]
+	}
+	if err != nil {
+		e.step = stepOAuthFail
+		return e.oauthFailure(), false, nil
+	}
+	return e.finish(msg)
+}
+
+// oauthFailure is the mechanism's error challenge.
+func (e *Exchange) oauthFailure() []byte {
+	if e.mech == mechXOAuth2 {
+		return challengeXO2
+	}
+	return challengeOB
+}
+
+// FailToken turns an exchange whose credentials the engine refused (a token the passdb
+// did not accept) into Dovecot's answer for it: the mechanism's JSON error challenge goes
+// out, and the client's answer to it (normally empty) gets the failure, as ErrOAuth from
+// Next. It returns nil, and changes nothing, unless the mechanism is XOAUTH2 or
+// OAUTHBEARER. A session calls it after Reset, from the mechanism it kept.
+func (e *Exchange) FailToken(mech string) []byte {
+	switch mech {
+	case XOAuth2:
+		e.mech = mechXOAuth2
+	case OAuthBearer:
+		e.mech = mechOAuthBearer
+	default:
+		return nil
+	}
+	e.step = stepOAuthFail
+	return e.oauthFailure()
 }
 
 // splitPlain splits PLAIN's message, authzid NUL authcid NUL password, as Dovecot's
@@ -200,6 +282,9 @@ type Challenges struct {
 	Empty    string // PLAIN's, empty
 	Username string // LOGIN's UsernamePrompt
 	Password string // LOGIN's PasswordPrompt
+	// The OAuth mechanisms' error challenges, XOAuth2Failure and OAuthBearerFailure.
+	// Each protocol frames AppendEncode's base64 of them as it frames the others.
+	XOAuth2Failure, OAuthBearerFailure string
 }
 
 // Text is the wire text of c, a challenge Next returned.
@@ -209,6 +294,10 @@ func (t *Challenges) Text(c []byte) string {
 		return t.Username
 	case PasswordPrompt:
 		return t.Password
+	case XOAuth2Failure:
+		return t.XOAuth2Failure
+	case OAuthBearerFailure:
+		return t.OAuthBearerFailure
 	}
 	return t.Empty
 }

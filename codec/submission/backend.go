@@ -89,6 +89,8 @@ type BackendLogin struct {
 	replyStatus int             // status of the multi-line reply in progress; 0: none
 	xclientLeft int             // XCLIENT replies still to come
 	irPending   bool            // the AUTH initial response waits for a "334 "
+	mech        string          // AUTH's mechanism: PLAIN (the default), XOAUTH2, OAUTHBEARER
+	answered    bool            // the answer to an OAuth error challenge went out
 	lines       wire.LineReader // where the backend's lines are
 
 	ehloName string
@@ -127,20 +129,32 @@ func (b *BackendLogin) Reset(p *BackendParams) {
 	if backendIsEHLOName(p.ClientTag) {
 		b.ehloName = p.ClientTag
 	}
-	if p.Mech != "" && !strings.EqualFold(p.Mech, "PLAIN") {
+	mech, ok := sasl.ProxyMech(p.Mech)
+	if !ok {
 		b.fail(BackendInternal, "Unsupported SASL mechanism "+backendSanitize([]byte(p.Mech), 160))
 		return
 	}
+	if mech == "" {
+		mech = sasl.Plain // Submission's proxy logs in with PLAIN unless told otherwise
+	}
+	b.mech = mech
 	if !p.NoAuth {
-		for _, s := range [...]string{p.User, p.Master, p.Pass} {
-			if strings.IndexByte(s, 0) >= 0 {
-				// RFC 4616 has no room for NUL inside a field; Dovecot's C strings
-				// couldn't even hold one.
-				b.fail(BackendInternal, "SASL PLAIN field contains NUL")
-				return
-			}
+		// RFC 4616 has no room for NUL inside a field (Dovecot's C strings couldn't even
+		// hold one); the OAuth mechanisms none for ^A in the user, and need a bearer
+		// token (Token, else Pass, as Dovecot forwards it).
+		if why := sasl.CheckProxy(mech, p.User, p.Master, p.Pass, b.token()); why != "" {
+			b.fail(BackendInternal, why)
+			return
 		}
 	}
+}
+
+// token is the OAuth mechanisms' token: Token, else the password.
+func (b *BackendLogin) token() string {
+	if b.p.Token != "" {
+		return b.p.Token
+	}
+	return b.p.Pass
 }
 
 // backendIsEHLOName reports whether s can go in an EHLO line as it is: the frontend only
@@ -436,9 +450,10 @@ func (b *BackendLogin) writeAuth() {
 		b.fail(BackendRemoteConfig, "Authentication support not advertised (TLS required?)")
 		return
 	}
-	b.sasl = sasl.AppendProxyPlain(b.sasl[:0], b.p.User, b.p.Master, b.p.Pass)
-	b.out = append(b.out, "AUTH PLAIN"...)
-	if len("AUTH PLAIN ")+len(b.sasl) > backendLineLimit {
+	b.sasl = sasl.AppendProxyResponse(b.sasl[:0], b.mech, b.p.User, b.p.Master, b.p.Pass, b.token())
+	b.out = append(b.out, "AUTH "...)
+	b.out = append(b.out, b.mech...)
+	if len("AUTH  ")+len(b.mech)+len(b.sasl) > backendLineLimit {
 		b.irPending = true
 	} else {
 		b.out = append(b.out, ' ')
@@ -493,6 +508,12 @@ func (b *BackendLogin) saslChallenge(text []byte, last bool) {
 		b.fail(BackendProtocolError, "Server sent unexpected server-first challenge: 334 "+b.redact1024(text))
 	case !backendBase64(text):
 		b.fail(BackendProtocolError, "Invalid base64 data in AUTH response")
+	case len(text) > 0 && sasl.OAuth(b.mech) && !b.answered:
+		// A refused token's error challenge: answered, and the failure follows.
+		answer, _ := sasl.ProxyErrorAnswer(b.mech)
+		b.answered = true
+		b.out = append(b.out, answer...)
+		b.out = append(b.out, "\r\n"...)
 	default:
 		b.fail(BackendProtocolError, "Invalid authentication data: Server didn't finish authentication")
 	}

@@ -24,14 +24,23 @@ func fuzzSession(flags byte, info SessionInfo) (codectest.Session, int) {
 		cfg.MaxBadCommands = 3
 	}
 	info.Trusted = flags&64 != 0
+	if flags&128 != 0 {
+		cfg.Mechanisms = fuzzMechanisms
+	}
 	s := NewSession(cfg, info)
 	return codectest.Adapt[State](s), max(srvMaxName+1+s.maxLine+4, srvAuthMaxLine+2)
 }
 
 // fuzzFlags gives a transcript's seed its trusted bit.
-func fuzzFlags(_ *Config, info SessionInfo) byte {
+func fuzzFlags(c *Config, info SessionInfo) byte {
+	var f byte
 	if info.Trusted {
-		return 64
+		f |= 64
 	}
-	return 0
+	if len(c.Mechanisms) > 0 {
+		f |= 128 // the OAuth mechanisms too
+	}
+	return f
 }
+
+var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}

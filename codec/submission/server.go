@@ -19,6 +19,7 @@ package submission
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -78,6 +79,12 @@ type Config struct {
 	// has no such limit (failures are slowed down instead), so 0, the default, means
 	// unlimited.
 	MaxAuthAttempts int
+	// Mechanisms is auth_mechanisms: the SASL mechanisms advertised (EHLO's AUTH) and
+	// accepted by AUTH, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN, XOAUTH2,
+	// OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All four are
+	// plaintext mechanisms to Dovecot: hidden and refused when plaintext
+	// authentication is not allowed.
+	Mechanisms []string
 }
 
 // State is where the session is.
@@ -137,7 +144,13 @@ type Session struct {
 
 	// AUTH in progress.
 	exchange sasl.Exchange
-	sasl     []byte // the last decoded SASL response
+	mechs    sasl.Mechanisms
+	ehloAuth string // EHLO's AUTH line
+	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
+	// gets the failure, with this text (AuthResult.Text).
+	tokenFail     bool
+	tokenFailText string
+	sasl          []byte // the last decoded SASL response
 
 	creds   Credentials
 	scratch []byte
@@ -166,6 +179,11 @@ func NewSession(cfg *Config, info SessionInfo) *Session {
 		hostname: c.Hostname,
 		info:     info,
 		state:    StateCommand,
+		ehloAuth: ehloAuth,
+	}
+	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
+	if !slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()) {
+		s.ehloAuth = string(append(s.mechs.AppendAdvertised([]byte("250-AUTH"), " ", true), "\r\n"...))
 	}
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
@@ -256,8 +274,17 @@ func (s *Session) Resume(r AuthResult) []Action {
 		s.state = StateDone
 		return s.out.End()
 	}
-	s.state = StateCommand
 	s.resetLine()
+	if r.Status == AuthFailed && r.Reply == nil {
+		// A refused token gets the mechanism's error challenge first, as Dovecot's
+		// mech-oauth2 sends it; the failure answers the client's response to it.
+		if ch := s.exchange.FailToken(s.creds.Mech); ch != nil {
+			s.tokenFail, s.tokenFailText = true, r.Text
+			s.challenge(ch)
+			return s.out.End()
+		}
+	}
+	s.state = StateCommand
 	if r.Reply != nil {
 		s.answerRaw(r.Reply)
 	} else {
@@ -621,7 +648,7 @@ func (s *Session) ehlo(params []byte, old bool) {
 	if s.plaintextOK() {
 		// Dovecot sends "250-AUTH " with an empty list when no mechanism is left;
 		// the codec leaves the keyword out instead.
-		s.out.B = append(s.out.B, ehloAuth...)
+		s.out.B = append(s.out.B, s.ehloAuth...)
 	}
 	s.out.B = append(s.out.B, ehloMiddle...)
 	s.out.B = append(s.out.B, ehloSize...)

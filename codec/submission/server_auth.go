@@ -2,11 +2,13 @@ package submission
 
 import (
 	"bytes"
+	"encoding/base64"
 
 	"doorman/codec/sasl"
 )
 
-// AUTH: the SASL exchange for PLAIN and LOGIN, up to complete credentials. Like
+// AUTH: the SASL exchange for PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (those
+// Config.Mechanisms enables), up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
 // auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
 // and the codec answers it with the replies Dovecot gives.
@@ -25,7 +27,8 @@ func (s *Session) auth(params []byte) {
 		s.answer(txtInvalidParams)
 		return
 	}
-	if !s.exchange.Start(mech) {
+	s.tokenFail = false
+	if s.mechs.Lookup(mech) == "" || !s.exchange.Start(mech) {
 		s.answer(txtUnsupportedMech)
 		s.authFailed()
 		return
@@ -53,9 +56,11 @@ func (s *Session) auth(params []byte) {
 
 // challenges are the exchange's challenges on the wire.
 var challenges = sasl.Challenges{
-	Empty:    txtChallengeEmpty,
-	Username: txtChallengeUsername,
-	Password: txtChallengePassword,
+	Empty:              txtChallengeEmpty,
+	Username:           txtChallengeUsername,
+	Password:           txtChallengePassword,
+	XOAuth2Failure:     "334 " + base64.StdEncoding.EncodeToString([]byte(sasl.XOAuth2Failure)) + "\r\n",
+	OAuthBearerFailure: "334 " + base64.StdEncoding.EncodeToString([]byte(sasl.OAuthBearerFailure)) + "\r\n",
 }
 
 // challenge sends a challenge of the exchange as a 334 and waits for the response line.
@@ -93,6 +98,15 @@ func (s *Session) saslResponse(data []byte) {
 	defer clear(data)
 	challenge, done, err := s.exchange.Next(data)
 	switch {
+	case err != nil && s.tokenFail:
+		// The answer to a refused token's error challenge.
+		s.tokenFail = false
+		s.state = StateCommand
+		s.failureReply(AuthResult{Status: AuthFailed, Text: s.tokenFailText})
+		s.tokenFailText = ""
+		if s.state != StateClosed {
+			s.authFailed()
+		}
 	case err != nil:
 		s.localAuthFailure() // what the auth process refuses, for any reason, fails the login
 	case !done:
@@ -106,6 +120,7 @@ func (s *Session) saslResponse(data []byte) {
 		s.scratch = append(s.scratch, c.Authcid...)
 		p := len(s.scratch)
 		s.scratch = append(s.scratch, c.Password...)
+		s.scratch = append(s.scratch, c.Token...) // one of the two is nil
 		s.exchange.Reset()
 		s.startAuth(s.exchange.Mechanism(), tagEnd, u, p)
 	}
@@ -132,6 +147,9 @@ func (s *Session) startAuth(mech string, tagEnd, userStart, passStart int) {
 		Authzid: names[tagEnd:userStart],
 		User:    names[userStart:],
 		Pass:    pass,
+	}
+	if sasl.OAuth(mech) {
+		s.creds.Pass, s.creds.Token = "", pass
 	}
 	s.out.Emit(Action{Kind: ActAuth, Creds: &s.creds})
 	s.state = StateAuthWait

@@ -25,12 +25,13 @@ var frontend = &codectest.Frontend[Config]{
 	Config:   func() *Config { return &Config{Hostname: "mx.example"} },
 	Options: func(c *Config) map[string]func(string) error {
 		return map[string]func(string) error{
-			"hostname": codectest.Text(&c.Hostname),
-			"greeting": codectest.Text(&c.Greeting),
-			"maxline":  codectest.Int(&c.MaxLine),
-			"maxbad":   codectest.Int(&c.MaxBadCommands),
-			"maxauth":  codectest.Int(&c.MaxAuthAttempts),
-			"maxsize":  codectest.Int64(&c.MaxMessageSize),
+			"hostname":   codectest.Text(&c.Hostname),
+			"greeting":   codectest.Text(&c.Greeting),
+			"maxline":    codectest.Int(&c.MaxLine),
+			"maxbad":     codectest.Int(&c.MaxBadCommands),
+			"maxauth":    codectest.Int(&c.MaxAuthAttempts),
+			"mechanisms": codectest.Words(&c.Mechanisms),
+			"maxsize":    codectest.Int64(&c.MaxMessageSize),
 		}
 	},
 	New: func(c *Config, info SessionInfo) codectest.Session {

@@ -161,6 +161,8 @@ func (t *backendTranscript) param(key string, v string) error {
 		p.Master = v
 	case "mech":
 		p.Mech = v
+	case "token":
+		p.Token = v
 	case "id":
 		k, val, _ := strings.Cut(v, " ")
 		p.ID = append(p.ID, login.BackendIDField{Key: k, Value: val})
@@ -345,6 +347,9 @@ func (r *backendReplay) checkSecrets(res login.BackendResult) {
 	p := r.tr.params
 	if p.Pass != "" && !strings.Contains("<hidden>", p.Pass) && strings.Contains(res.Text, p.Pass) {
 		r.t.Fatalf("%s: Text holds the password: %q", r.tr.name, res.Text)
+	}
+	if p.Token != "" && strings.Contains(res.Text, p.Token) {
+		r.t.Fatalf("%s: Text holds the token: %q", r.tr.name, res.Text)
 	}
 }
 

@@ -179,8 +179,8 @@ func fuzzRun[C any](t *testing.T, fe *Frontend[C], flags byte, info login.Sessio
 			default:
 				return
 			}
-			if s.StateName() == "command" {
-				feed()
+			if st := s.StateName(); st == "command" || st == "auth-continue" {
+				feed() // a refused OAuth token's error challenge waits for a response
 			}
 		}
 	}

@@ -15,7 +15,7 @@ package codectest
 //	               when the next non-C: line (or the end) comes.
 //	S: bytes       the server sends bytes. The greeting is the first S: of every file.
 //	A: action      the codec returns an action other than a write, in canonical form:
-//	                 auth <tagkey>=a mech=LOGIN [authzid=z] user=alice pass=secret [capability]
+//	                 auth <tagkey>=a mech=LOGIN [authzid=z] user=alice pass=secret [token=t] [capability]
 //	                 close reason=logout
 //	                 id [key=value ...]
 //	                 starttls
@@ -113,6 +113,14 @@ func Text(p *string) func(string) error {
 		b, err := unescape(v + "<noeol>")
 		*p = string(b)
 		return err
+	}
+}
+
+// Words is the setter of a list option: the value's space-separated words.
+func Words(p *[]string) func(string) error {
+	return func(v string) error {
+		*p = strings.Fields(v)
+		return nil
 	}
 }
 
@@ -459,7 +467,7 @@ func (r *runner) event(l tLine) {
 	default:
 		r.t.Fatalf("%s:%d: unknown event %q", r.name, l.no, l.text)
 	}
-	if r.s.StateName() == "command" && !r.closed {
+	if st := r.s.StateName(); (st == "command" || st == "auth-continue") && !r.closed {
 		n, acts, err := r.s.Feed(r.pending)
 		if err != nil {
 			r.t.Fatalf("%s: Feed: %v", r.name, err)
@@ -513,6 +521,9 @@ func (ru actionRules) canon(a login.Action) string {
 		}
 		kv("user", c.User)
 		kv("pass", c.Pass)
+		if c.Token != "" {
+			kv("token", c.Token)
+		}
 		if c.CapabilitySeen {
 			b.WriteString(" capability")
 		}
