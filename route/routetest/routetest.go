@@ -40,7 +40,7 @@ func StartRedis(t testing.TB) (addr string, stop func()) {
 	// A free port can be taken by someone else between our probe and
 	// redis-server's bind: try a few times.
 	for range 3 {
-		addr, stop, lastErr = startRedis(t, bin, nil)
+		addr, stop, lastErr = startRedis(t, bin)
 		if lastErr == nil {
 			return addr, stop
 		}
@@ -49,28 +49,17 @@ func StartRedis(t testing.TB) (addr string, stop func()) {
 	return "", nil
 }
 
-// startRedis starts one redis-server on a free port in its own directory.
-// extra, when not nil, returns more arguments for that port and directory
-// (a config file, when there is one, must come first: see startSentinel).
-func startRedis(t testing.TB, bin string, extra func(port int, dir string) (pre, post []string, err error)) (string, func(), error) {
+func startRedis(t testing.TB, bin string) (string, func(), error) {
 	port, err := freePort()
 	if err != nil {
 		return "", nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	dir := t.TempDir()
-	var pre, post []string
-	if extra != nil {
-		if pre, post, err = extra(port, dir); err != nil {
-			return "", nil, err
-		}
-	}
 	var logBuf syncBuffer
-	args := append(pre,
+	cmd := exec.Command(bin,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--dir", dir, "--loglevel", "warning")
-	cmd := exec.Command(bin, append(args, post...)...)
+		"--dir", t.TempDir(), "--loglevel", "warning")
 	cmd.Stdout = &logBuf
 	cmd.Stderr = &logBuf
 	if err := cmd.Start(); err != nil {
