@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"doorman/route"
 )
 
 // Config is Doorman's configuration: one YAML file. Settings keep Dovecot's names and
@@ -73,6 +75,21 @@ type Config struct {
 	AuthUsernameFormat string `yaml:"auth_username_format"`
 	// auth_workers: concurrent password hash verifications (0 = number of CPUs).
 	AuthWorkers int `yaml:"auth_workers"`
+	// auth_cache_size: users kept in each redis passdb's auth cache: a number of entries,
+	// or a size with a K/M/G suffix as Dovecot takes it (about 200 bytes an entry).
+	// 0 = off (Dovecot's default).
+	AuthCacheSize string `yaml:"auth_cache_size"`
+	// auth_cache_ttl and auth_cache_negative_ttl: how long a found / unknown user stays
+	// cached (Dovecot: 1h each).
+	AuthCacheTTL         Duration `yaml:"auth_cache_ttl"`
+	AuthCacheNegativeTTL Duration `yaml:"auth_cache_negative_ttl"`
+	// vsite_reload_interval: every vsite is reloaded from Redis this often, besides the
+	// pub/sub reloads (Doorman; default 60s).
+	VsiteReloadInterval Duration `yaml:"vsite_reload_interval"`
+	// auth_penalty: delay logins from an address after failed ones, counted in Redis so
+	// every proxy host shares them (Dovecot's anvil auth penalty). Default: yes when a
+	// redis passdb exists (the first one holds the counters); needs one.
+	AuthPenalty *bool `yaml:"auth_penalty"`
 
 	// ssl: "no" (no TLS: STARTTLS answered as not enabled), "yes" (STARTTLS offered, ssl
 	// listeners), "required" (as "yes", and no login at all without TLS: loopback and
@@ -236,6 +253,22 @@ func (c *Config) Defaults() {
 	if c.AuthLookupTimeout == 0 {
 		c.AuthLookupTimeout = Duration(5 * time.Second)
 	}
+	if c.AuthCacheSize == "" {
+		c.AuthCacheSize = "0"
+	}
+	if c.AuthCacheTTL == 0 {
+		c.AuthCacheTTL = Duration(time.Hour)
+	}
+	if c.AuthCacheNegativeTTL == 0 {
+		c.AuthCacheNegativeTTL = Duration(time.Hour)
+	}
+	if c.VsiteReloadInterval == 0 {
+		c.VsiteReloadInterval = Duration(60 * time.Second)
+	}
+	if c.AuthPenalty == nil {
+		on := c.hasRedis()
+		c.AuthPenalty = &on
+	}
 	if c.SSL == "" {
 		c.SSL = "no"
 		if c.SSLCert != "" {
@@ -260,6 +293,15 @@ func (c *Config) Defaults() {
 			p.KeyPrefix = "doorman:"
 		}
 	}
+}
+
+func (c *Config) hasRedis() bool {
+	for _, p := range c.Passdb {
+		if p.Driver == "redis" {
+			return true
+		}
+	}
+	return false
 }
 
 // knownProtocol says whether a listener may have this protocol: the login-phase protocols
@@ -359,10 +401,19 @@ func (c *Config) Validate() error {
 		{"haproxy_timeout", c.HAProxyTimeout},
 		{"login_proxy_max_disconnect_delay", c.LoginProxyMaxDisconnectDelay},
 		{"auth_lookup_timeout", c.AuthLookupTimeout},
+		{"auth_cache_ttl", c.AuthCacheTTL},
+		{"auth_cache_negative_ttl", c.AuthCacheNegativeTTL},
+		{"vsite_reload_interval", c.VsiteReloadInterval},
 	} {
 		if d.v < 0 {
 			add(d.key, "must not be negative")
 		}
+	}
+	if _, err := route.ParseCacheSize(c.AuthCacheSize); err != nil {
+		add("auth_cache_size", "%v", err)
+	}
+	if *c.AuthPenalty && !c.hasRedis() {
+		add("auth_penalty", "needs a redis passdb to keep the counters in")
 	}
 	switch c.AuthUsernameFormat {
 	case "%Lu", "%u", "%Ln", "%n":

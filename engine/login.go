@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"runtime/debug"
 	"slices"
@@ -322,9 +323,11 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		}
 		return fail(login.AuthTempFail, reason)
 	case route.VerdictUnknownUser:
+		srv.authPenalty(ctx, req, false, false)
 		srv.failureDelay(ctx, false)
 		return fail(login.AuthFailed, "unknown user")
 	case route.VerdictPasswordMismatch:
+		srv.authPenalty(ctx, req, false, false)
 		srv.failureDelay(ctx, false)
 		return fail(login.AuthFailed, "password mismatch")
 	}
@@ -332,6 +335,7 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		out.user = res.Entry.User
 	}
 	p := res.Proxy
+	srv.authPenalty(ctx, req, true, p.NoDelay)
 	if p.NoLogin {
 		srv.failureDelay(ctx, p.NoDelay)
 		out.result = login.AuthResult{Status: login.AuthDisabled, Text: p.Reason}
@@ -346,13 +350,9 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		return out
 	}
 	if !p.DelayUntil.IsZero() {
-		until := p.DelayUntil
-		if p.DelayJitter > 0 {
-			until = until.Add(time.Duration(time.Now().UnixNano() % int64(p.DelayJitter)))
-		}
-		wait := time.Until(until)
-		if wait > maxDelayUntil {
-			return fail(login.AuthUnavailable, "delay_until too far in the future")
+		wait, err := delayUntilWait(p.DelayUntil, p.DelayJitter, time.Now(), rand.IntN)
+		if err != nil {
+			return fail(login.AuthUnavailable, err.Error())
 		}
 		if wait > 0 && !sleepCtx(ctx, wait) {
 			return fail(login.AuthUnavailable, "client left during delay_until")
@@ -364,6 +364,55 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	}
 	return srv.proxyLogin(ctx, req, out, p, fields)
 }
+
+// delayUntilWait is how long delay_until=<until>+<jitter> holds a successful login, as
+// Dovecot has it (auth-request.c): a timestamp more than AUTH_REQUEST_MAX_DELAY_SECS ahead
+// fails the login; otherwise a random 0..N-1 whole seconds are added and the total is
+// capped at that maximum. randN is rand.IntN (a parameter for tests).
+func delayUntilWait(until time.Time, jitter time.Duration, now time.Time, randN func(int) int) (time.Duration, error) {
+	if until.Sub(now) > maxDelayUntil {
+		return 0, fmt.Errorf("delay_until %d is too far in the future", until.Unix())
+	}
+	if n := int(jitter / time.Second); n > 0 {
+		until = until.Add(time.Duration(randN(n)) * time.Second)
+	}
+	return min(until.Sub(now), maxDelayUntil), nil
+}
+
+// authPenalty applies Dovecot's auth penalty for the client's address, kept in Redis and
+// so shared by every proxy host: it holds this login's reply for the delay the earlier
+// failures earned, then counts a failure or (ok) clears the count. Clients from
+// login_trusted_networks are exempt, and so is an accepted login whose passdb entry says
+// nodelay. Dovecot waits before the lookup; Doorman reads the count after it, which the
+// client cannot tell apart, so that nodelay is known. A Redis error is no penalty.
+func (srv *Server) authPenalty(ctx context.Context, req *loginRequest, ok, nodelay bool) {
+	if srv.penalty == nil || !req.remote.IsValid() || srv.isTrusted(req.remote.Addr()) || (ok && nodelay) {
+		return
+	}
+	ip := req.remote.Addr()
+	rctx, cancel := context.WithTimeout(ctx, penaltyTimeout)
+	n, err := srv.penalty.Penalty(rctx, ip)
+	cancel()
+	if err != nil {
+		srv.log.Debug("auth penalty not read", zap.String("session", req.id), zap.Error(err))
+		return
+	}
+	sleepCtx(ctx, route.PenaltyDelay(n))
+	rctx, cancel = context.WithTimeout(ctx, penaltyTimeout)
+	defer cancel()
+	switch {
+	case !ok:
+		err = srv.penalty.PenaltyFailed(rctx, ip)
+	case n > 0:
+		err = srv.penalty.PenaltyClear(rctx, ip)
+	}
+	if err != nil {
+		srv.log.Debug("auth penalty not updated", zap.String("session", req.id), zap.Error(err))
+	}
+}
+
+// penaltyTimeout bounds each penalty read or update: past it, no penalty.
+const penaltyTimeout = 500 * time.Millisecond
 
 // failureDelay holds a failed login's reply for auth_failure_delay (Dovecot's anti
 // guessing delay), unless the passdb said nodelay.

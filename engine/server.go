@@ -32,9 +32,12 @@ type Server struct {
 	chain  *route.Chain
 	dbs    []route.Passdb
 	hasher *route.Hasher
-	relay  *relay.Relay
-	dialer *dialer
-	tls    *tlsState
+	// penalty keeps the auth penalty counters (the first redis passdb); nil when
+	// auth_penalty is off.
+	penalty *route.Redis
+	relay   *relay.Relay
+	dialer  *dialer
+	tls     *tlsState
 
 	trusted   []netip.Prefix
 	haproxies []netip.Prefix      // haproxy_trusted_networks
@@ -133,12 +136,20 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		log.Warn("redis", zap.String("message", fmt.Sprintf(format, args...)))
 	})
 	for i, p := range cfg.Passdb {
-		db, err := openPassdb(cfg, p)
+		db, err := openPassdb(cfg, p, log.With(zap.String("passdb", fmt.Sprintf("passdb[%d]", i))))
 		if err != nil {
 			s.closePassdbs()
 			return nil, fmt.Errorf("passdb[%d]: %w", i, err)
 		}
 		s.dbs = append(s.dbs, db)
+	}
+	for _, db := range s.dbs {
+		if r, ok := db.(*route.Redis); ok {
+			if *cfg.AuthPenalty && s.penalty == nil {
+				s.penalty = r
+			}
+			r.Start()
+		}
 	}
 	s.chain = route.NewChain(s.dbs...)
 	workers := cfg.AuthWorkers
@@ -168,12 +179,27 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 	return s, nil
 }
 
-func openPassdb(cfg *Config, p Passdb) (route.Passdb, error) {
+func openPassdb(cfg *Config, p Passdb, log *zap.Logger) (route.Passdb, error) {
 	switch p.Driver {
 	case "passwd-file":
 		return route.NewPasswdFile(cfg.Resolve(p.Path), p.DefaultScheme)
 	case "redis":
+		cacheSize, err := route.ParseCacheSize(cfg.AuthCacheSize)
+		if err != nil {
+			return nil, err
+		}
 		return route.NewRedis(route.RedisConfig{
+			CacheSize:           cacheSize,
+			CacheTTL:            time.Duration(cfg.AuthCacheTTL),
+			CacheNegativeTTL:    time.Duration(cfg.AuthCacheNegativeTTL),
+			VsiteReloadInterval: time.Duration(cfg.VsiteReloadInterval),
+			Log: func(msg string, err error) {
+				if err != nil {
+					log.Warn(msg, zap.Error(err))
+				} else {
+					log.Info(msg)
+				}
+			},
 			Addrs:        p.Addrs,
 			MasterName:   p.MasterName,
 			Username:     p.Username,

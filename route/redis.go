@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,7 +17,9 @@ import (
 // Key layout, all under KeyPrefix (default "doorman:"):
 //
 //	<prefix>user:<name>   hash: one user, looked up with one HGETALL
-//	<prefix>vsite:<id>    reserved for virtual sites (not read yet)
+//	<prefix>vsite:<id>    hash: a virtual site (see vsite.go)
+//	<prefix>events        pub/sub channel: vsite reloads, cache invalidation
+//	<prefix>penalty:<ip>  failed-login counter of one client address (penalty.go)
 //
 // Other names under the prefix are reserved for Doorman (caches, moves,
 // kicks). A user hash holds passdb fields with Dovecot's names: "password"
@@ -34,6 +38,20 @@ type Redis struct {
 	client        redis.UniversalClient
 	prefix        string
 	defaultScheme string
+
+	cache       *authCache // nil: auth_cache_size 0
+	vsites      atomic.Pointer[vsiteTable]
+	reloadMu    sync.Mutex // serializes writers of vsites
+	reloadEvery time.Duration
+	logf        func(msg string, err error)
+
+	// Owned by the watcher goroutine (and Start before it runs).
+	lastReload   time.Time
+	watchFailing bool
+	stopWatch    context.CancelFunc
+	watchDone    chan struct{}
+	subscribed   chan struct{} // closed when the first subscription attempt is over
+	firstOnce    sync.Once
 }
 
 var _ Passdb = (*Redis)(nil)
@@ -56,6 +74,17 @@ type RedisConfig struct {
 	PoolTimeout               time.Duration // default 300ms
 	PoolSize                  int           // default go-redis's: 10 per GOMAXPROCS
 	DefaultScheme             string        // for passwords without {SCHEME}; default CRYPT
+
+	// Auth cache (Dovecot's auth_cache_size, auth_cache_ttl,
+	// auth_cache_negative_ttl): CacheSize entries at most, 0 = off.
+	CacheSize                  int
+	CacheTTL, CacheNegativeTTL time.Duration
+
+	// VsiteReloadInterval: full vsite reload period; default 60s.
+	VsiteReloadInterval time.Duration
+	// Log receives the events worth a log line (lost subscription, failed
+	// reload); nil: none. err may be nil.
+	Log func(msg string, err error)
 }
 
 // Redis defaults.
@@ -125,12 +154,45 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		// Not needed, and it costs a round trip on every new connection.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
-	return &Redis{
+	if cfg.CacheSize < 0 || cfg.CacheTTL < 0 || cfg.CacheNegativeTTL < 0 || cfg.VsiteReloadInterval < 0 {
+		return nil, errors.New("route: redis: cache size, cache TTLs and vsite reload interval must not be negative")
+	}
+	r := &Redis{
 		client:        redis.NewUniversalClient(opts),
 		prefix:        cfg.KeyPrefix,
 		defaultScheme: cfg.DefaultScheme,
-	}, nil
+		cache:         newAuthCache(cfg.CacheSize, cfg.CacheTTL, cfg.CacheNegativeTTL),
+		reloadEvery:   orDefault(cfg.VsiteReloadInterval, DefaultVsiteReloadInterval),
+		logf:          cfg.Log,
+	}
+	r.vsites.Store(&vsiteTable{})
+	return r, nil
 }
+
+// Start loads the vsites (a failure is logged, not returned: a Redis that
+// is down at start-up costs tempfails until it is back) and starts the
+// subscriber that keeps them and the auth cache fresh; it returns once
+// subscribed, or once that failed, or after 2 s. Close stops it.
+func (r *Redis) Start() {
+	if r.stopWatch != nil {
+		return
+	}
+	r.reloadAll(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stopWatch = cancel
+	r.watchDone = make(chan struct{})
+	r.subscribed = make(chan struct{})
+	go r.watch(ctx)
+	// Wait (a little) for the subscription, so that what is published once
+	// Start has returned is not missed.
+	select {
+	case <-r.subscribed:
+	case <-time.After(startSubscribeWait):
+	}
+}
+
+// startSubscribeWait bounds Start's wait for the first subscription.
+const startSubscribeWait = 2 * time.Second
 
 // Name is "redis".
 func (r *Redis) Name() string { return "redis" }
@@ -138,23 +200,40 @@ func (r *Redis) Name() string { return "redis" }
 // UserKey is the key of a user's hash: <prefix>user:<name>.
 func (r *Redis) UserKey(user string) string { return r.prefix + "user:" + user }
 
-// VsiteKey is the key reserved for a virtual site: <prefix>vsite:<id>.
+// VsiteKey is the key of a virtual site's hash: <prefix>vsite:<id>.
 func (r *Redis) VsiteKey(id string) string { return r.prefix + "vsite:" + id }
 
-// Lookup reads the user's hash with one HGETALL.
+// Lookup reads the user's hash with one HGETALL, or takes it from the auth
+// cache, and resolves its vsite. The cache holds the hash as stored, so a
+// moved vsite applies to cached users at once.
 func (r *Redis) Lookup(ctx context.Context, user string) (*Entry, error) {
 	if user == "" {
 		return nil, ErrUnknownUser
+	}
+	if e, ok := r.cache.get(user); ok {
+		if e == nil {
+			return nil, ErrUnknownUser
+		}
+		return r.withVsite(e)
 	}
 	m, err := r.client.HGetAll(ctx, r.UserKey(user)).Result()
 	if err != nil {
 		return nil, &TempError{Passdb: r.Name(), Err: err}
 	}
 	if len(m) == 0 {
+		r.cache.put(user, nil)
 		return nil, ErrUnknownUser
 	}
-	return entryFromHash(user, m, r.defaultScheme)
+	e, err := entryFromHash(user, m, r.defaultScheme)
+	if err != nil {
+		return nil, err
+	}
+	r.cache.put(user, e)
+	return r.withVsite(e)
 }
+
+// CacheLen is the number of users in the auth cache (expired ones included).
+func (r *Redis) CacheLen() int { return r.cache.len() }
 
 // entryFromHash builds an Entry from a user hash; fields is reused as
 // Entry.Fields.
@@ -201,5 +280,12 @@ type redisLogger func(ctx context.Context, format string, args ...any)
 
 func (l redisLogger) Printf(ctx context.Context, format string, args ...any) { l(ctx, format, args...) }
 
-// Close closes the client's connections.
-func (r *Redis) Close() error { return r.client.Close() }
+// Close stops the subscriber and closes the client's connections.
+func (r *Redis) Close() error {
+	if r.stopWatch != nil {
+		r.stopWatch()
+		<-r.watchDone
+		r.stopWatch = nil
+	}
+	return r.client.Close()
+}
