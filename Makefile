@@ -7,7 +7,7 @@ export GOTOOLCHAIN := local
 BIN      := bin
 PKGS     := ./...
 # Debian packages the tests and `make run` use: real Dovecot backends, real Redis, real clients.
-DEB_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd dovecot-managesieved dovecot-sieve redis-server curl swaks sieve-connect haproxy iproute2 python3 openssl
+DEB_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd dovecot-managesieved dovecot-sieve redis-server curl swaks sieve-connect haproxy iproute2 python3 openssl postgresql mariadb-server slapd
 
 .PHONY: all build run test deps vet race fuzz bench clean
 
@@ -18,6 +18,7 @@ build:
 	$(GO) build -o $(BIN)/doorman ./cmd/doorman
 	$(GO) build -o $(BIN)/devbackend ./tools/devbackend
 	$(GO) build -o $(BIN)/devcert ./tools/devcert
+	$(GO) build -o $(BIN)/doormanctl ./tools/doormanctl
 
 # Installs the Debian packages when one is missing (apt-get update first), and stops the
 # system Dovecot that the package starts: the tests run private instances.

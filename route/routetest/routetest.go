@@ -1,5 +1,6 @@
 // Package routetest holds test helpers shared by route and engine tests: a
-// real redis-server on a free loopback port, a "hung" server that accepts
+// real redis-server on a free loopback port (also as a Redis Cluster, or a
+// master and replica under Sentinel), a "hung" server that accepts
 // connections and never answers, and a minimal Redis command sender for
 // seeding data without a client library.
 //
@@ -40,7 +41,7 @@ func StartRedis(t testing.TB) (addr string, stop func()) {
 	// A free port can be taken by someone else between our probe and
 	// redis-server's bind: try a few times.
 	for range 3 {
-		addr, stop, lastErr = startRedis(t, bin)
+		addr, stop, lastErr = startRedis(t, bin, nil)
 		if lastErr == nil {
 			return addr, stop
 		}
@@ -49,17 +50,28 @@ func StartRedis(t testing.TB) (addr string, stop func()) {
 	return "", nil
 }
 
-func startRedis(t testing.TB, bin string) (string, func(), error) {
+// startRedis starts one redis-server on a free port in its own directory.
+// extra, when not nil, returns more arguments for that port and directory
+// (pre goes first, where a config file must be: see StartSentinels).
+func startRedis(t testing.TB, bin string, extra func(port int, dir string) (pre, post []string, err error)) (string, func(), error) {
 	port, err := freePort()
 	if err != nil {
 		return "", nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	dir := t.TempDir()
+	var pre, post []string
+	if extra != nil {
+		if pre, post, err = extra(port, dir); err != nil {
+			return "", nil, err
+		}
+	}
 	var logBuf syncBuffer
-	cmd := exec.Command(bin,
+	args := append(pre,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--dir", t.TempDir(), "--loglevel", "warning")
+		"--dir", dir, "--loglevel", "warning")
+	cmd := exec.Command(bin, append(args, post...)...)
 	cmd.Stdout = &logBuf
 	cmd.Stderr = &logBuf
 	if err := cmd.Start(); err != nil {
