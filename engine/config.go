@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"doorman/codec/sasl"
 	"doorman/route"
 )
 
@@ -90,6 +92,24 @@ type Config struct {
 	// every proxy host shares them (Dovecot's anvil auth penalty). Default: yes when a
 	// redis passdb exists (the first one holds the counters); needs one.
 	AuthPenalty *bool `yaml:"auth_penalty"`
+	// auth_mechanisms: the SASL mechanisms offered to clients, space separated: plain,
+	// login, xoauth2, oauthbearer (Dovecot's name; default "plain login").
+	AuthMechanisms string `yaml:"auth_mechanisms"`
+	// oauth2_introspection_url: when set, an XOAUTH2 / OAUTHBEARER token is checked here
+	// (RFC 7662, POST token=...) before the login is routed; it must be active and its
+	// oauth2_username_attribute claim must name the user. Unset: the passdb entry must
+	// say nopassword (the token goes on to the backend, which checks it).
+	OAuth2IntrospectionURL string `yaml:"oauth2_introspection_url"`
+	// oauth2_client_id and oauth2_client_secret: HTTP basic credentials for the
+	// introspection endpoint (RFC 7662 section 2.1); unset: none.
+	OAuth2ClientID     string `yaml:"oauth2_client_id"`
+	OAuth2ClientSecret string `yaml:"oauth2_client_secret"`
+	// oauth2_username_attribute: the introspection claim that names the user (default
+	// "username"; "sub" and "email" are common).
+	OAuth2UsernameAttribute string `yaml:"oauth2_username_attribute"`
+	// oauth2_timeout: how long an introspection request may take; past it the login gets
+	// a temporary failure (default 2s).
+	OAuth2Timeout Duration `yaml:"oauth2_timeout"`
 
 	// ssl: "no" (no TLS: STARTTLS answered as not enabled), "yes" (STARTTLS offered, ssl
 	// listeners), "required" (as "yes", and no login at all without TLS: loopback and
@@ -176,7 +196,120 @@ type Passdb struct {
 	ReadTimeout  Duration `yaml:"read_timeout"`
 	WriteTimeout Duration `yaml:"write_timeout"`
 	PoolTimeout  Duration `yaml:"pool_timeout"`
-	PoolSize     int      `yaml:"pool_size"`
+	PoolSize     int      `yaml:"pool_size"` // redis, ldap
+
+	// sql and ldap: default_pass_scheme (sql: MD5, ldap: CRYPT, as Dovecot's) and
+	// connect_timeout (sql: half of query_timeout, ldap: 1s).
+	DefaultPassScheme string   `yaml:"default_pass_scheme"`
+	ConnectTimeout    Duration `yaml:"connect_timeout"`
+
+	// sql (dovecot-sql.conf.ext; sql_driver is its `driver`)
+	SQLDriver     string   `yaml:"sql_driver"` // pgsql or mysql
+	Connect       string   `yaml:"connect"`
+	PasswordQuery string   `yaml:"password_query"`
+	QueryTimeout  Duration `yaml:"query_timeout"` // default 1s
+	MaxConns      int      `yaml:"max_conns"`     // per host; default maxconns= of connect, else 5
+
+	// ldap (dovecot-ldap.conf.ext)
+	URIs           Words    `yaml:"uris"` // a list, or Dovecot's space-separated string
+	DN             string   `yaml:"dn"`
+	DNPass         string   `yaml:"dnpass"`
+	Base           string   `yaml:"base"`
+	Scope          string   `yaml:"scope"`
+	PassFilter     string   `yaml:"pass_filter"`
+	PassAttrs      string   `yaml:"pass_attrs"`
+	AuthBind       bool     `yaml:"auth_bind"`
+	AuthBindUserDN string   `yaml:"auth_bind_userdn"`
+	TLS            bool     `yaml:"tls"`
+	TLSCACertFile  string   `yaml:"tls_ca_cert_file"`
+	TLSRequireCert string   `yaml:"tls_require_cert"`
+	Timeout        Duration `yaml:"timeout"` // a whole lookup; default 2s
+	VsiteBase      string   `yaml:"vsite_base"`
+	VsiteFilter    string   `yaml:"vsite_filter"`
+	VsiteAttrs     string   `yaml:"vsite_attrs"`
+	VsiteCacheTTL  Duration `yaml:"vsite_cache_ttl"` // default 10s; negative: no cache
+}
+
+// Words reads a YAML list of strings, or one string of space-separated words (Dovecot's
+// `uris = ldap://a ldap://b`).
+type Words []string
+
+func (w *Words) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*w = strings.Fields(n.Value)
+		return nil
+	}
+	var l []string
+	if err := n.Decode(&l); err != nil {
+		return err
+	}
+	*w = l
+	return nil
+}
+
+// sqlConfig is the route configuration of an sql passdb.
+func (p *Passdb) sqlConfig() route.SQLConfig {
+	return route.SQLConfig{
+		Driver:         p.SQLDriver,
+		Connect:        p.Connect,
+		PasswordQuery:  p.PasswordQuery,
+		DefaultScheme:  p.DefaultPassScheme,
+		QueryTimeout:   time.Duration(p.QueryTimeout),
+		ConnectTimeout: time.Duration(p.ConnectTimeout),
+		MaxConns:       p.MaxConns,
+	}
+}
+
+// ldapConfig is the route configuration of an ldap passdb; relative file names resolve
+// against the configuration's directory.
+func (c *Config) ldapConfig(p *Passdb) route.LDAPConfig {
+	return route.LDAPConfig{
+		URIs:              p.URIs,
+		DN:                p.DN,
+		DNPass:            p.DNPass,
+		Base:              p.Base,
+		Scope:             p.Scope,
+		PassFilter:        p.PassFilter,
+		PassAttrs:         p.PassAttrs,
+		AuthBind:          p.AuthBind,
+		AuthBindUserDN:    p.AuthBindUserDN,
+		TLS:               p.TLS,
+		TLSCACertFile:     c.Resolve(p.TLSCACertFile),
+		TLSRequireCert:    p.TLSRequireCert,
+		DefaultPassScheme: p.DefaultPassScheme,
+		Timeout:           time.Duration(p.Timeout),
+		ConnectTimeout:    time.Duration(p.ConnectTimeout),
+		PoolSize:          p.PoolSize,
+		VsiteBase:         p.VsiteBase,
+		VsiteFilter:       p.VsiteFilter,
+		VsiteAttrs:        p.VsiteAttrs,
+		VsiteCacheTTL:     time.Duration(p.VsiteCacheTTL),
+	}
+}
+
+// routeErrors turns the errors of route.NewSQL / route.NewLDAP ("route: ldap: pass_filter:
+// ...") into errors on the passdb's keys ("passdb[0].pass_filter: ..."). A message that
+// names no key is reported on the passdb itself.
+func routeErrors(path, prefix string, err error, keys ...string) []error {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	out := make([]error, 0, len(list))
+	for _, e := range list {
+		msg := strings.TrimPrefix(e.Error(), prefix)
+		at := path
+		for _, k := range keys {
+			if rest, ok := strings.CutPrefix(msg, k+": "); ok {
+				at, msg = path+"."+k, rest
+				break
+			}
+		}
+		out = append(out, fmt.Errorf("%s: %s", at, msg))
+	}
+	return out
 }
 
 // RelayConfig sizes the splice relay.
@@ -269,6 +402,15 @@ func (c *Config) Defaults() {
 		on := c.hasRedis()
 		c.AuthPenalty = &on
 	}
+	if c.AuthMechanisms == "" {
+		c.AuthMechanisms = "plain login"
+	}
+	if c.OAuth2UsernameAttribute == "" {
+		c.OAuth2UsernameAttribute = "username"
+	}
+	if c.OAuth2Timeout == 0 {
+		c.OAuth2Timeout = Duration(2 * time.Second)
+	}
 	if c.SSL == "" {
 		c.SSL = "no"
 		if c.SSLCert != "" {
@@ -293,6 +435,11 @@ func (c *Config) Defaults() {
 			p.KeyPrefix = "doorman:"
 		}
 	}
+}
+
+// mechanismNames splits auth_mechanisms (spaces or commas, as Dovecot takes it).
+func (c *Config) mechanismNames() []string {
+	return strings.FieldsFunc(c.AuthMechanisms, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
 }
 
 func (c *Config) hasRedis() bool {
@@ -356,10 +503,14 @@ func (c *Config) Validate() error {
 			if len(p.Addrs) == 0 {
 				add(path+".addrs", "at least one address is required for driver redis")
 			}
+		case "sql":
+			errs = append(errs, c.validateSQL(path, &p)...)
+		case "ldap":
+			errs = append(errs, c.validateLDAP(path, &p)...)
 		case "":
 			add(path+".driver", "is required")
 		default:
-			add(path+".driver", "unknown driver %q (supported: passwd-file, redis)", p.Driver)
+			add(path+".driver", "unknown driver %q (supported: passwd-file, redis, sql, ldap)", p.Driver)
 		}
 	}
 	for i, n := range c.LoginTrustedNetworks {
@@ -412,6 +563,17 @@ func (c *Config) Validate() error {
 	if _, err := route.ParseCacheSize(c.AuthCacheSize); err != nil {
 		add("auth_cache_size", "%v", err)
 	}
+	if _, err := sasl.ParseMechanisms(c.mechanismNames()); err != nil {
+		add("auth_mechanisms", "%v", err)
+	}
+	if u := c.OAuth2IntrospectionURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			add("oauth2_introspection_url", "%q is not an http or https URL", u)
+		}
+	}
+	if c.OAuth2Timeout < 0 {
+		add("oauth2_timeout", "must not be negative")
+	}
 	if *c.AuthPenalty && !c.hasRedis() {
 		add("auth_penalty", "needs a redis passdb to keep the counters in")
 	}
@@ -435,6 +597,67 @@ func (c *Config) Validate() error {
 		add("relay", "workers and pipe_size must not be negative")
 	}
 	return errors.Join(errs...)
+}
+
+// validateSQL checks an sql passdb by building it (route.NewSQL parses the connect string
+// and the query but does not connect), so `doorman -t` catches a bad query.
+func (c *Config) validateSQL(path string, p *Passdb) []error {
+	var errs []error
+	add := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", path, key, fmt.Sprintf(format, a...)))
+	}
+	switch p.SQLDriver {
+	case "pgsql", "mysql":
+	case "":
+		add("sql_driver", "is required for driver sql (pgsql or mysql)")
+	default:
+		add("sql_driver", "unknown sql driver %q (pgsql or mysql)", p.SQLDriver)
+	}
+	if strings.TrimSpace(p.PasswordQuery) == "" {
+		add("password_query", "is required for driver sql")
+	}
+	if p.DefaultScheme != "" {
+		add("default_scheme", "is passwd-file's; sql takes default_pass_scheme")
+	}
+	if p.DefaultPassScheme != "" && !route.SchemeSupported(p.DefaultPassScheme) {
+		add("default_pass_scheme", "unknown scheme %q", p.DefaultPassScheme)
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"query_timeout", p.QueryTimeout}, {"connect_timeout", p.ConnectTimeout}} {
+		if d.v < 0 {
+			add(d.key, "must not be negative")
+		}
+	}
+	if p.MaxConns < 0 {
+		add("max_conns", "must not be negative")
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	db, err := route.NewSQL(p.sqlConfig())
+	if err != nil {
+		return routeErrors(path, "route: sql: ", err, "password_query", "connect")
+	}
+	_ = db.Close()
+	return nil
+}
+
+// validateLDAP checks an ldap passdb by building it (route.NewLDAP checks every setting,
+// the filters included, but does not connect).
+func (c *Config) validateLDAP(path string, p *Passdb) []error {
+	if p.DefaultScheme != "" {
+		return []error{fmt.Errorf("%s.default_scheme: is passwd-file's; ldap takes default_pass_scheme", path)}
+	}
+	db, err := route.NewLDAP(c.ldapConfig(p))
+	if err != nil {
+		return routeErrors(path, "route: ldap: ", err, "uris", "base", "scope", "pass_filter",
+			"pass_attrs", "auth_bind_userdn", "vsite_base", "vsite_filter", "vsite_attrs",
+			"default_pass_scheme", "tls_require_cert", "tls_ca_cert_file")
+	}
+	_ = db.Close()
+	return nil
 }
 
 // Resolve makes a path from the file relative to the file's directory.

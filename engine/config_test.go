@@ -91,6 +91,7 @@ passdb:
   - {driver: passwd-file}
   - {driver: redis}
   - {driver: ldap}
+  - {driver: mongo}
 login_trusted_networks: [10.0.0.0/8, "bogus/99"]
 login_source_ips: [127.0.0.2, "no pe", "?"]
 login_proxy_timeout: -1s
@@ -106,7 +107,8 @@ log: {level: loud, format: xml}
 		"listeners[1].address: \"nowhere\" is not ip:port",
 		"passdb[0].path: is required",
 		"passdb[1].addrs: at least one address",
-		"passdb[2].driver: unknown driver \"ldap\"",
+		"passdb[2].uris: none",
+		"passdb[3].driver: unknown driver \"mongo\" (supported: passwd-file, redis, sql, ldap)",
 		"login_trusted_networks[1]: \"bogus/99\" is not a network",
 		"login_source_ips[1]: \"no pe\" is neither an IP address nor a host name",
 		"login_source_ips[2]: \"?\" is neither an IP address nor a host name",

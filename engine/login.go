@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -313,7 +314,14 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	user := normalizeUser(srv.cfg.AuthUsernameFormat, cr.User)
 	out.user = user
 	lctx, cancel := context.WithTimeout(ctx, time.Duration(srv.cfg.AuthLookupTimeout))
-	res := srv.chain.Authenticate(lctx, srv.hasher, user, cr.Pass)
+	lctx = route.WithLookupInfo(lctx, req.lookupInfo())
+	oauth := isOAuthMech(cr.Mech)
+	var res route.Result
+	if oauth {
+		res = srv.oauthLookup(lctx, user) // a token is not a password: see oauth.go
+	} else {
+		res = srv.chain.Authenticate(lctx, srv.hasher, user, cr.Pass)
+	}
 	cancel()
 	switch res.Verdict {
 	case route.VerdictTempFail:
@@ -329,7 +337,20 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	case route.VerdictPasswordMismatch:
 		srv.authPenalty(ctx, req, false, false)
 		srv.failureDelay(ctx, false)
-		return fail(login.AuthFailed, "password mismatch")
+		reason := "password mismatch"
+		if oauth && res.Err != nil {
+			reason = res.Err.Error()
+		}
+		return fail(login.AuthFailed, reason)
+	}
+	if oauth && srv.oauth != nil {
+		if err := srv.oauth.check(ctx, cr.Token, user); errors.Is(err, errTokenRefused) {
+			srv.authPenalty(ctx, req, false, false)
+			srv.failureDelay(ctx, false)
+			return fail(login.AuthFailed, "oauth2 introspection: "+err.Error())
+		} else if err != nil {
+			return fail(login.AuthTempFail, err.Error())
+		}
 	}
 	if res.Entry != nil && res.Entry.User != "" {
 		out.user = res.Entry.User
@@ -492,6 +513,14 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	pass := p.Pass
 	if pass == "" && p.Master == "" {
 		pass = req.creds.Pass // password forwarding: the client's own password
+		if req.creds.Token != "" {
+			pass = req.creds.Token // Dovecot: an OAuth token is the auth request's password
+		}
+	}
+	mech := backendMech(p.ProxyMech, req.creds.Mech)
+	var token string
+	if isOAuthMech(strings.ToUpper(mech)) {
+		token = req.creds.Token // empty for a password login: Pass goes as the token
 	}
 	timeout := time.Duration(srv.cfg.LoginProxyTimeout)
 	if p.ProxyTimeout > 0 {
@@ -518,7 +547,8 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		User:                 destUser,
 		Pass:                 pass,
 		Master:               p.Master,
-		Mech:                 p.ProxyMech,
+		Mech:                 mech,
+		Token:                token,
 		NotTrusted:           p.ProxyNotTrusted || ppVersion != 0,
 		ClientSentCapability: req.creds.CapabilitySeen,
 		NoPipelining:         p.ProxyNoPipelining,

@@ -50,6 +50,7 @@ type Server struct {
 
 	submissionCfg  submission.Config
 	managesieveCfg managesieve.Config
+	oauth          *introspector // oauth2_introspection_url; nil when unset
 
 	eng     gnet.Engine
 	booted  chan struct{}
@@ -168,11 +169,13 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		s.closePassdbs()
 		return nil, err
 	}
-	s.imapCfg = imap.Config{Greeting: cfg.LoginGreeting, Capability: cfg.IMAPCapability}
-	s.pop3Cfg = pop3.Config{Greeting: cfg.LoginGreeting}
+	mechs := cfg.mechanismNames()
+	s.imapCfg = imap.Config{Greeting: cfg.LoginGreeting, Capability: cfg.IMAPCapability, Mechanisms: mechs}
+	s.pop3Cfg = pop3.Config{Greeting: cfg.LoginGreeting, Mechanisms: mechs}
 	s.submissionCfg = submission.Config{Hostname: cfg.Hostname, Greeting: cfg.LoginGreeting,
-		MaxMessageSize: cfg.SubmissionMaxMailSize}
-	s.managesieveCfg = managesieve.Config{Greeting: cfg.LoginGreeting,
+		MaxMessageSize: cfg.SubmissionMaxMailSize, Mechanisms: mechs}
+	s.oauth = newIntrospector(cfg)
+	s.managesieveCfg = managesieve.Config{Greeting: cfg.LoginGreeting, Mechanisms: mechs,
 		Implementation: cfg.ManagesieveImplementationString,
 		Sieve:          cfg.ManagesieveSieveCapability,
 		Notify:         cfg.ManagesieveNotifyCapability}
@@ -212,8 +215,31 @@ func openPassdb(cfg *Config, p Passdb, log *zap.Logger) (route.Passdb, error) {
 			PoolTimeout:  time.Duration(p.PoolTimeout),
 			PoolSize:     p.PoolSize,
 		})
+	case "sql":
+		return route.NewSQL(p.sqlConfig())
+	case "ldap":
+		return route.NewLDAP(cfg.ldapConfig(&p))
 	}
 	return nil, fmt.Errorf("unknown driver %q", p.Driver)
+}
+
+// lookupInfo is what a passdb lookup knows of the login besides the user: Dovecot's %s
+// (the service: "sieve" for ManageSieve, as Dovecot names it), %r and %l.
+func (req *loginRequest) lookupInfo() route.LookupInfo {
+	info := route.LookupInfo{}
+	if req.proto != nil {
+		info.Service = req.proto.name
+		if info.Service == "managesieve" {
+			info.Service = "sieve"
+		}
+	}
+	if req.remote.IsValid() {
+		info.RemoteIP = req.remote.Addr().Unmap().String()
+	}
+	if req.local.IsValid() {
+		info.LocalIP = req.local.Addr().Unmap().String()
+	}
+	return info
 }
 
 func (s *Server) closePassdbs() {

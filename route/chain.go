@@ -120,14 +120,34 @@ func tempResult(db string, err error) Result {
 // lookup runs one passdb's lookup. It returns the entry, or done=true with
 // the result that ends the chain, or neither to move on.
 func (c *Chain) lookup(ctx context.Context, st *chainState, db Passdb) (e *Entry, res Result, done bool) {
+	return c.entry(ctx, st, db, db.Lookup)
+}
+
+// verify is lookup for a passdb that checks the password itself (a PasswordVerifier with
+// VerifiesPasswords): its Authenticate returns the entry only for the right password. A
+// wrong one is remembered as a mismatch and the chain moves on, as after a mismatch of a
+// stored password.
+func (c *Chain) verify(ctx context.Context, st *chainState, db PasswordVerifier, password string) (e *Entry, res Result, done bool) {
+	return c.entry(ctx, st, db, func(ctx context.Context, user string) (*Entry, error) {
+		return db.Authenticate(ctx, user, password)
+	})
+}
+
+// entry runs get (one passdb's Lookup or Authenticate) with the rules of lookup.
+func (c *Chain) entry(ctx context.Context, st *chainState, db Passdb, get func(context.Context, string) (*Entry, error)) (e *Entry, res Result, done bool) {
 	if err := ctx.Err(); err != nil {
 		return nil, tempResult(db.Name(), err), true
 	}
 	st.lastWas = false
-	e, err := db.Lookup(ctx, st.user)
+	e, err := get(ctx, st.user)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrUnknownUser):
+		return nil, Result{}, false
+	case errors.Is(err, ErrPasswordMismatch):
+		if st.detail == nil {
+			st.detail = &Result{Verdict: VerdictPasswordMismatch, Passdb: db.Name()}
+		}
 		return nil, Result{}, false
 	default:
 		return nil, Result{}, c.fail(ctx, st, tempResult(db.Name(), err))
@@ -180,7 +200,11 @@ func (c *Chain) end(st *chainState) Result {
 }
 
 // Authenticate looks the user up and verifies the password with h (nil h:
-// inline, unbounded). nopassword accepts any password, but only when the
+// inline, unbounded). A passdb that checks passwords itself (a
+// PasswordVerifier whose VerifiesPasswords is true: LDAP auth_bind) is asked
+// with its Authenticate instead: ErrPasswordMismatch is a mismatch (the chain
+// goes on), ErrUnknownUser moves on, any other error is a temporary failure
+// of that passdb. nopassword accepts any password, but only when the
 // stored password is empty (as in Dovecot); an empty stored password without
 // nopassword never matches. A `fail` field turns an accepted login into an
 // unknown user. After the password is accepted the proxy fields are parsed;
@@ -190,7 +214,16 @@ func (c *Chain) end(st *chainState) Result {
 func (c *Chain) Authenticate(ctx context.Context, h *Hasher, user, password string) Result {
 	st := chainState{user: user}
 	for _, db := range c.dbs {
-		e, res, done := c.lookup(ctx, &st, db)
+		pv, verifies := db.(PasswordVerifier)
+		verifies = verifies && pv.VerifiesPasswords()
+		var e *Entry
+		var res Result
+		var done bool
+		if verifies {
+			e, res, done = c.verify(ctx, &st, pv, password)
+		} else {
+			e, res, done = c.lookup(ctx, &st, db)
+		}
 		if done {
 			if st.temp != nil {
 				return *st.temp
@@ -200,25 +233,28 @@ func (c *Chain) Authenticate(ctx context.Context, h *Hasher, user, password stri
 		if e == nil {
 			continue
 		}
-		ok, err := checkPassword(ctx, h, e, password)
-		switch {
-		case err != nil && errors.Is(err, ErrUnknownScheme):
-			// "Scheme not available" counts as a failed login, not an outage.
-			if st.detail == nil || st.detail.Err == nil {
-				st.detail = &Result{Verdict: VerdictPasswordMismatch, Passdb: db.Name(), Err: err}
+		if !verifies {
+			ok, err := checkPassword(ctx, h, e, password)
+			switch {
+			case err != nil && errors.Is(err, ErrUnknownScheme):
+				// "Scheme not available" counts as a failed login, not an outage.
+				if st.detail == nil || st.detail.Err == nil {
+					st.detail = &Result{Verdict: VerdictPasswordMismatch, Passdb: db.Name(), Err: err}
+				}
+				continue
+			case err != nil:
+				if c.fail(ctx, &st, tempResult(db.Name(), err)) {
+					return *st.temp
+				}
+				continue
+			case !ok:
+				if st.detail == nil {
+					st.detail = &Result{Verdict: VerdictPasswordMismatch, Passdb: db.Name()}
+				}
+				continue
 			}
-			continue
-		case err != nil:
-			if c.fail(ctx, &st, tempResult(db.Name(), err)) {
-				return *st.temp
-			}
-			continue
-		case !ok:
-			if st.detail == nil {
-				st.detail = &Result{Verdict: VerdictPasswordMismatch, Passdb: db.Name()}
-			}
-			continue
-		case e.Has("fail"):
+		}
+		if e.Has("fail") {
 			continue
 		}
 		e = st.finish(e)

@@ -169,9 +169,12 @@ func TestLDAPAuthBind(t *testing.T) {
 			if _, err := l.Authenticate(ctx, "*)(uid=*", "bobpw"); err == nil || IsTemporary(err) && userDN == "" {
 				t.Errorf("injection: %v", err)
 			}
-			// A Chain that knows only Lookup fails the login: no password, no nopassword.
-			if res := NewChain(l).Authenticate(ctx, nil, "bob", "bobpw"); res.Verdict != VerdictPasswordMismatch {
-				t.Errorf("Chain over auth_bind: %v", res.Verdict)
+			// The Chain lets the directory check the password (PasswordVerifier).
+			if res := NewChain(l).Authenticate(ctx, nil, "bob", "bobpw"); res.Verdict != VerdictOK || res.Entry.Password != "" {
+				t.Errorf("Chain over auth_bind: %v %v", res.Verdict, res.Err)
+			}
+			if res := NewChain(l).Authenticate(ctx, nil, "bob", "wrong"); res.Verdict != VerdictPasswordMismatch {
+				t.Errorf("Chain over auth_bind, wrong password: %v %v", res.Verdict, res.Err)
 			}
 		})
 	}

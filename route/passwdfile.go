@@ -28,7 +28,9 @@ import (
 // part after '@'), their long forms %{user}, %{username}, %{domain}, the
 // modifiers %L (lower case) and %U (upper case), and %% for a literal '%'.
 // Dovecot knows more variables (%s, %r, …); they depend on the session, so
-// Doorman rejects them when loading rather than pass them on unexpanded.
+// Doorman rejects them when loading rather than pass them on unexpanded. The one
+// exception is %m (%{mech}), the client's SASL mechanism, kept as it is for the login
+// to expand: proxy_mech=%m forwards an OAuth2 token with the client's mechanism.
 //
 // Stricter than Dovecot, which logs and carries on: a duplicate user, a field
 // with an empty name, a password= extra field, nopassword next to a non-empty
@@ -317,8 +319,17 @@ func expandVars(v, user string) (string, error) {
 			val = local
 		case "d", "domain":
 			val = domain
+		case "m", "mech":
+			// The login's SASL mechanism is known only per login: %m stays as it is,
+			// for the engine to expand (proxy_mech=%m).
+			b.WriteByte('%')
+			if mod != 0 {
+				b.WriteByte(mod)
+			}
+			b.WriteString(shown)
+			continue
 		default:
-			return "", fmt.Errorf("unsupported variable %%%s in %q (Doorman expands %%u, %%n, %%d, %%{user}, %%{username}, %%{domain})", shown, v)
+			return "", fmt.Errorf("unsupported variable %%%s in %q (Doorman expands %%u, %%n, %%d, %%{user}, %%{username}, %%{domain}; %%m is left to the login)", shown, v)
 		}
 		switch mod {
 		case 'L':

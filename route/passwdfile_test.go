@@ -297,6 +297,7 @@ func TestExpandVars(t *testing.T) {
 		{"%Lu %Ud %L{username}", "Joe@Example.COM", "joe@example.com EXAMPLE.COM joe", ""},
 		{"%{user}/%{domain}", "joe", "joe/", ""},
 		{"%%u", "joe", "%u", ""},
+		{"%m %{mech} %Lm-%u", "joe", "%m %{mech} %Lm-joe", ""}, // the login expands %m
 		{"%r", "joe", "", "unsupported variable"},
 		{"%{home}", "joe", "", "unsupported variable"},
 		{"%{user", "joe", "", "unterminated"},
