@@ -26,6 +26,11 @@ func BenchmarkRelayTLS(b *testing.B) {
 	for _, way := range []string{"up", "down", "both"} {
 		b.Run(way+"/splice", func(b *testing.B) { benchRelayTLS(b, way, 0) })
 		b.Run(way+"/tls-client", func(b *testing.B) { benchRelayTLS(b, way, tls.VersionTLS13) })
+		b.Run(way+"/tls-client-nocompact", func(b *testing.B) {
+			defer func(v bool) { tlsio.CompactEnabled = v }(tlsio.CompactEnabled)
+			tlsio.CompactEnabled = false
+			benchRelayTLS(b, way, tls.VersionTLS13)
+		})
 	}
 }
 
