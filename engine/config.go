@@ -152,6 +152,7 @@ type Config struct {
 
 	Relay RelayConfig `yaml:"relay"`
 	Log   LogConfig   `yaml:"log"`
+	Admin AdminConfig `yaml:"admin"`
 
 	// dir is where the file was read from; relative paths in it resolve against it.
 	dir string
@@ -316,6 +317,17 @@ func routeErrors(path, prefix string, err error, keys ...string) []error {
 type RelayConfig struct {
 	Workers  int `yaml:"workers"`   // 0 = number of CPUs
 	PipeSize int `yaml:"pipe_size"` // bytes; 0 = 256 KiB
+}
+
+// AdminConfig is the local HTTP admin API: /metrics, /sessions, /kick. Off when Address
+// is empty.
+type AdminConfig struct {
+	Address string `yaml:"address"` // "ip:port" or "unix:/path"
+	// Token (or the first line of TokenFile) is the bearer token every request needs,
+	// except /metrics when MetricsPublic is set.
+	Token         string `yaml:"token"`
+	TokenFile     string `yaml:"token_file"`
+	MetricsPublic bool   `yaml:"metrics_public"`
 }
 
 // LogConfig selects zap's level and encoding.
@@ -596,6 +608,7 @@ func (c *Config) Validate() error {
 	if c.Relay.PipeSize < 0 || c.Relay.Workers < 0 {
 		add("relay", "workers and pipe_size must not be negative")
 	}
+	c.validateAdmin(add)
 	return errors.Join(errs...)
 }
 

@@ -415,7 +415,7 @@ func TestOAuthConfig(t *testing.T) {
 		t.Fatalf("mechanisms in any case, commas: %v", err)
 	}
 	for yml, want := range map[string]string{
-		"auth_mechanisms: plain cram-md5\n":      "auth_mechanisms: sasl: unsupported mechanisms: cram-md5",
+		"auth_mechanisms: plain digest-md5\n":    "auth_mechanisms: sasl: unsupported mechanisms: digest-md5",
 		"oauth2_introspection_url: ftp://x/\n":   "oauth2_introspection_url:",
 		"oauth2_introspection_url: http://\n":    "oauth2_introspection_url:",
 		"oauth2_timeout: -1s\n":                  "oauth2_timeout: must not be negative",

@@ -163,6 +163,8 @@ func (s *session) begin() []byte {
 		TLSAvailable:     srv.tls.enabled() && !tlsOn,
 		TLS:              tlsOn,
 		Trusted:          srv.isTrusted(s.remote.Addr()),
+		SASLNonce:        saslNonce(srv.cfg.AuthMechanisms),
+		SASLHost:         srv.cfg.Hostname,
 	})
 	s.stage = StageAuth
 	s.loop.touch(s)
@@ -275,6 +277,8 @@ func (s *session) do(actions []login.Action) gnet.Action {
 			return gnet.Close
 		case login.ActAuth:
 			s.startLogin(a.Creds)
+		case login.ActSecret:
+			s.startSecret(a.Creds)
 		case login.ActID:
 			s.applyID(a.IDParams)
 		case login.ActStartTLS:

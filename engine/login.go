@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -17,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"doorman/codec/login"
+	"doorman/codec/sasl"
 	"doorman/engine/relay"
 	"doorman/route"
 )
@@ -75,6 +78,156 @@ func (s *session) startLogin(cr *login.Credentials) {
 			_ = unix.Close(out.backendFD) // the engine is shutting down
 		}
 	}()
+}
+
+// CRAM-MD5 and SCRAM-SHA-256. The codec runs the exchange and checks the client's proof;
+// the engine gives it a random nonce per session (SessionInfo.SASLNonce: only when
+// auth_mechanisms has one of them) and, mid-exchange (ActSecret), the user's stored
+// password in a form the mechanism can use (route.SASLSecret): {PLAIN}, {CRAM-MD5},
+// {SCRAM-SHA-256}. The ActAuth that follows carries Credentials.Verified and no password:
+// the login then goes on without a password check (route.Chain.AuthenticateVerified),
+// and the backend login needs a passdb pass= or master= (or proxy_noauth): there is no
+// client password to forward.
+
+// isSecretMech reports whether mech is a challenge-response mechanism.
+func isSecretMech(mech string) bool { return mech == sasl.CRAMMD5 || mech == sasl.SCRAMSHA256 }
+
+// saslNonce is a session's SASLNonce: 18 random bytes in base64, or "" when
+// auth_mechanisms (as configured) has neither CRAM-MD5 nor SCRAM-SHA-256.
+func saslNonce(mechanisms string) string {
+	if !containsFold(mechanisms, sasl.CRAMMD5) && !containsFold(mechanisms, sasl.SCRAMSHA256) {
+		return ""
+	}
+	var b [18]byte
+	_, _ = crand.Read(b[:])
+	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+// containsFold is strings.Contains for an upper-case ASCII sub, in any case, without
+// allocating.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for ; j < len(sub); j++ {
+			c := s[i+j]
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			if c != sub[j] {
+				break
+			}
+		}
+		if j == len(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// startSecret runs on the loop: the codec needs the stored password of the user of a
+// CRAM-MD5 or SCRAM-SHA-256 exchange. A goroutine looks it up; finishSecret resumes the
+// codec with it.
+func (s *session) startSecret(cr *login.Credentials) {
+	s.loop.remove(s)
+	s.stage = StageLookup
+	s.user = cr.User
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	req := &loginRequest{proto: s.lst.proto, ttl: s.ttl, id: s.id, creds: *cr, remote: s.remote, local: s.local, started: s.started}
+	el := s.c.EventLoop()
+	go func() {
+		res, reason := s.srv.safeSecretLookup(ctx, req)
+		_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.finishSecret(res, reason)
+			return nil
+		}))
+	}()
+}
+
+// finishSecret runs on the loop with the stored secret (or the failure).
+func (s *session) finishSecret(res login.AuthResult, reason string) {
+	if s.cancel != nil {
+		s.cancel()
+		s.cancel = nil
+	}
+	if s.closed {
+		return
+	}
+	if res.Status != login.AuthOK {
+		s.srv.stats.LoginsFailed.Add(1)
+		s.logf(zap.InfoLevel, "login failed", zap.String("user", s.user), zap.String("stage", StageLookup.String()),
+			zap.String("reason", reason))
+	}
+	s.stage = StageAuth
+	s.loop.touch(s)
+	if act := s.do(s.fe.Resume(res)); act == gnet.Close {
+		s.closeNow(s.endedBy, s.reason)
+		return
+	}
+	if s.stage == StageAuth && (s.raw != nil || s.hasInput()) {
+		if act := s.onInput(); act == gnet.Close {
+			s.closeNow(s.endedBy, s.reason)
+		}
+	}
+}
+
+// safeSecretLookup is secretLookup with a recover.
+func (srv *Server) safeSecretLookup(ctx context.Context, req *loginRequest) (res login.AuthResult, reason string) {
+	defer func() {
+		if r := recover(); r != nil {
+			srv.log.Error("panic in secret lookup", zap.String("session", req.id), zap.Any("panic", r),
+				zap.ByteString("stack", debug.Stack()))
+			res, reason = login.AuthResult{Status: login.AuthUnavailable}, "internal error"
+		}
+	}()
+	return srv.secretLookup(ctx, req)
+}
+
+// secretLookup runs off the loop: the user's stored password, as the mechanism needs it.
+// An unknown user or a password the mechanism can't use fails the login as a wrong
+// password would (auth penalty, failure delay); the reason is for the log.
+func (srv *Server) secretLookup(ctx context.Context, req *loginRequest) (login.AuthResult, string) {
+	cr := &req.creds
+	user := normalizeUser(srv.cfg.AuthUsernameFormat, cr.User)
+	lctx, cancel := context.WithTimeout(ctx, time.Duration(srv.cfg.AuthLookupTimeout))
+	lctx = route.WithLookupInfo(lctx, req.lookupInfo())
+	e, err := srv.chain.Lookup(lctx, user)
+	cancel()
+	fail := func(reason string) (login.AuthResult, string) {
+		srv.authPenalty(ctx, req, false, false)
+		srv.failureDelay(ctx, false)
+		return login.AuthResult{Status: login.AuthFailed}, reason
+	}
+	switch {
+	case errors.Is(err, route.ErrUnknownUser):
+		return fail("unknown user")
+	case err != nil:
+		return login.AuthResult{Status: login.AuthTempFail}, err.Error()
+	}
+	secret, err := route.SASLSecret(e.Password, cr.Mech)
+	switch {
+	case errors.Is(err, route.ErrSchemeNotUsable):
+		return fail(cr.Mech + ": " + err.Error())
+	case err != nil:
+		return login.AuthResult{Status: login.AuthTempFail}, err.Error()
+	}
+	return login.AuthResult{Status: login.AuthOK, Secret: secret}, ""
+}
+
+// verifiedLookup is the passdb step of a CRAM-MD5 or SCRAM-SHA-256 login, once the codec
+// has checked the proof (Verified) or found it wrong.
+func (srv *Server) verifiedLookup(ctx context.Context, cr *login.Credentials, user string) route.Result {
+	if !cr.Verified {
+		// The lookup happened for the secret; the proof did not match it.
+		return route.Result{Verdict: route.VerdictPasswordMismatch, Err: errors.New(cr.Mech + " proof mismatch")}
+	}
+	return srv.chain.AuthenticateVerified(ctx, user, func(e *route.Entry) (bool, error) {
+		_, err := route.SASLSecret(e.Password, cr.Mech)
+		if errors.Is(err, route.ErrSchemeNotUsable) {
+			return false, nil
+		}
+		return err == nil, err
+	})
 }
 
 // finishLogin runs on the loop with the login's outcome.
@@ -193,7 +346,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		clientTLS = &relay.TLS{Conn: s.tc, Raw: s.raw}
 		s.tc, s.raw = nil, nil
 	}
-	_, err = srv.relay.Add(&relay.Session{
+	h, err := srv.relay.Add(&relay.Session{
 		ClientFD:   fd,
 		BackendFD:  out.backendFD,
 		ClientTLS:  clientTLS,
@@ -202,6 +355,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		ToBackend:  toBackend,
 		HoldClient: hold,
 		Done: func(st relay.Stats) {
+			srv.unregisterSession(rec) // Done may come before Add returns: see sessions.go
 			if srv.spreader != nil {
 				srv.spreader.ended(out.targetAP)
 			}
@@ -221,7 +375,9 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		_ = unix.Close(fd)
 		_ = unix.Close(out.backendFD)
 		rec.log(srv.log, StageRelay, "proxy", "relay: "+err.Error(), 0, 0)
+		return
 	}
+	srv.registerSession(rec, h) // the admin API's /sessions and /kick
 }
 
 func sideName(sd relay.Side) string {
@@ -316,10 +472,14 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	lctx, cancel := context.WithTimeout(ctx, time.Duration(srv.cfg.AuthLookupTimeout))
 	lctx = route.WithLookupInfo(lctx, req.lookupInfo())
 	oauth := isOAuthMech(cr.Mech)
+	secretMech := isSecretMech(cr.Mech)
 	var res route.Result
-	if oauth {
+	switch {
+	case oauth:
 		res = srv.oauthLookup(lctx, user) // a token is not a password: see oauth.go
-	} else {
+	case secretMech:
+		res = srv.verifiedLookup(lctx, cr, user)
+	default:
 		res = srv.chain.Authenticate(lctx, srv.hasher, user, cr.Pass)
 	}
 	cancel()
@@ -338,7 +498,7 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 		srv.authPenalty(ctx, req, false, false)
 		srv.failureDelay(ctx, false)
 		reason := "password mismatch"
-		if oauth && res.Err != nil {
+		if (oauth || secretMech) && res.Err != nil {
 			reason = res.Err.Error()
 		}
 		return fail(login.AuthFailed, reason)
@@ -511,6 +671,13 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		return out
 	}
 	pass := p.Pass
+	if pass == "" && p.Master == "" && req.creds.Verified && !p.ProxyNoAuth {
+		// Dovecot: "proxy: password not given", and the client gets the proxy error.
+		out.result = login.AuthResult{Status: login.AuthUnavailable}
+		out.reason = "proxy: password not given: a " + req.creds.Mech +
+			" login has no password to forward (the passdb needs pass= or master=)"
+		return out
+	}
 	if pass == "" && p.Master == "" {
 		pass = req.creds.Pass // password forwarding: the client's own password
 		if req.creds.Token != "" {

@@ -65,6 +65,9 @@ type Server struct {
 	nextID   atomic.Uint32
 
 	stats Counters
+
+	sessions sessionRegistry // relayed sessions, for the admin API
+	admin    *adminServer    // nil when admin.address is unset
 }
 
 // Counters are the process's running totals, read with Server.Counters.
@@ -74,6 +77,7 @@ type Counters struct {
 	Relaying     atomic.Int64
 	LoginsOK     atomic.Int64
 	LoginsFailed atomic.Int64
+	Kicked       atomic.Int64 // relayed sessions kicked through the admin API
 }
 
 type listener struct {
@@ -249,7 +253,15 @@ func (s *Server) closePassdbs() {
 }
 
 // Start listens on every configured address and returns once the event loops run.
-func (s *Server) Start() error {
+func (s *Server) Start() (err error) {
+	if err := s.startAdmin(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.stopAdmin(context.Background())
+		}
+	}()
 	addrs := make([]string, 0, len(s.cfg.Listeners))
 	for _, l := range s.listeners {
 		if l.proto == nil {
@@ -297,9 +309,11 @@ func (s *Server) Start() error {
 // Stop closes the listeners and every session, login-phase and relayed alike.
 func (s *Server) Stop(ctx context.Context) error {
 	close(s.tickStop)
-	var err error
+	err := s.stopAdmin(ctx) // first: no kick may race the relay's Close
 	if s.eng.Validate() == nil {
-		err = s.eng.Stop(ctx)
+		if e := s.eng.Stop(ctx); err == nil {
+			err = e
+		}
 	}
 	if e := <-s.stopped; err == nil {
 		err = e

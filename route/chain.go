@@ -212,10 +212,26 @@ func (c *Chain) end(st *chainState) Result {
 // temporary failure of that passdb. (Dovecot fails the login for a bad
 // delay_until, but only logs a bad port and uses the default one.)
 func (c *Chain) Authenticate(ctx context.Context, h *Hasher, user, password string) Result {
+	return c.authenticate(ctx, user, password, true, func(e *Entry) (bool, error) {
+		return checkPassword(ctx, h, e, password)
+	})
+}
+
+// AuthenticateVerified is Authenticate for a login whose proof a challenge-response
+// mechanism (CRAM-MD5, SCRAM-SHA-256) has already checked against the stored password
+// the engine got with Lookup: each passdb's entry is accepted if check says so (its
+// stored password can serve the mechanism), instead of a password comparison. A passdb
+// that verifies passwords itself is only looked up. The rest (fail, the proxy fields,
+// temporary failures, the order of passdbs) is Authenticate's.
+func (c *Chain) AuthenticateVerified(ctx context.Context, user string, check func(*Entry) (bool, error)) Result {
+	return c.authenticate(ctx, user, "", false, check)
+}
+
+func (c *Chain) authenticate(ctx context.Context, user, password string, verifiers bool, check func(*Entry) (bool, error)) Result {
 	st := chainState{user: user}
 	for _, db := range c.dbs {
 		pv, verifies := db.(PasswordVerifier)
-		verifies = verifies && pv.VerifiesPasswords()
+		verifies = verifiers && verifies && pv.VerifiesPasswords()
 		var e *Entry
 		var res Result
 		var done bool
@@ -234,7 +250,7 @@ func (c *Chain) Authenticate(ctx context.Context, h *Hasher, user, password stri
 			continue
 		}
 		if !verifies {
-			ok, err := checkPassword(ctx, h, e, password)
+			ok, err := check(e)
 			switch {
 			case err != nil && errors.Is(err, ErrUnknownScheme):
 				// "Scheme not available" counts as a failed login, not an outage.

@@ -38,6 +38,8 @@ import (
 //	SMD5, SSHA, SSHA256, SSHA512        salted digests: base64(digest || salt)
 //	PBKDF2                              Dovecot's $1$salt$rounds$hex (PBKDF2-HMAC-SHA1)
 //	ARGON2I, ARGON2ID                   PHC strings $argon2i$ / $argon2id$ (v=19)
+//	CRAM-MD5, SCRAM-SHA-256             Dovecot's secrets of the challenge-response
+//	                                    mechanisms (scheme_sasl.go)
 //
 // A password without a {SCHEME} is read with the passdb's default scheme;
 // Hasher.Verify on such a string uses CRYPT.
@@ -96,6 +98,8 @@ var schemes = []scheme{
 	{name: "PBKDF2", verify: verifyPBKDF2},
 	{name: "ARGON2I", verify: verifyArgon2},
 	{name: "ARGON2ID", verify: verifyArgon2},
+	{name: "CRAM-MD5", enc: encHex, cheap: true, verify: verifyCRAMMD5},
+	{name: "SCRAM-SHA-256", verify: verifySCRAM},
 }
 
 // lookupScheme finds a scheme by its (case-insensitive) name with an

@@ -60,6 +60,9 @@ var doveadmVectors = []struct {
 	{"{plain}secret", "secret"},
 	// Guessed hex for a base64 scheme (64 hex digits = 32 bytes).
 	{"{SHA256}2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b", "secret"},
+	// doveadm pw -s CRAM-MD5 / -s SCRAM-SHA-256 -p secret (Dovecot 2.3).
+	{"{CRAM-MD5}cd3ba7deaad6e5ca23448ba42e379747a9e0f7f1fbc00c8a81bbaac395731b56", "secret"},
+	{"{SCRAM-SHA-256}4096,YjMzOlZkNCAVIgpIW7FI0Q==,OymJ0UNcIfX6GHz9pNElOcWP2zhohFU2wteX+v6Urrg=,Ofb8//IbF/Y++wFVE2OsXDyH647o9ZJFynMmeqz+IXo=", "secret"},
 }
 
 func TestVerifyDoveadmVectors(t *testing.T) {
@@ -195,12 +198,12 @@ func TestStoredPassword(t *testing.T) {
 }
 
 func TestSchemeSupported(t *testing.T) {
-	for _, s := range []string{"PLAIN", "crypt", "SHA512-CRYPT", "BLF-CRYPT", "SSHA256.b64", "SHA256.hex", "ARGON2ID", "PBKDF2"} {
+	for _, s := range []string{"PLAIN", "crypt", "SHA512-CRYPT", "BLF-CRYPT", "SSHA256.b64", "SHA256.hex", "ARGON2ID", "PBKDF2", "SCRAM-SHA-256", "cram-md5"} {
 		if !SchemeSupported(s) {
 			t.Errorf("SchemeSupported(%q) = false", s)
 		}
 	}
-	for _, s := range []string{"", "DES-CRYPT", "SHA256.rot13", "SCRAM-SHA-256"} {
+	for _, s := range []string{"", "DES-CRYPT", "SHA256.rot13", "SCRAM-SHA-1"} {
 		if SchemeSupported(s) {
 			t.Errorf("SchemeSupported(%q) = true", s)
 		}

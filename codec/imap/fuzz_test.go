@@ -8,7 +8,7 @@ import (
 )
 
 // FuzzSession: see codectest.FuzzSession. Bits of the first byte beyond the shared
-// ones: 8 a short MaxLine, 16 MaxAuthAttempts 2, 128 the OAuth mechanisms too.
+// ones: 8 a short MaxLine, 16 MaxAuthAttempts 2, 128 the OAuth and challenge-response mechanisms too.
 func FuzzSession(f *testing.F) { codectest.FuzzSession(f, os.DirFS("."), frontend) }
 
 func fuzzSession(flags byte, info SessionInfo) (codectest.Session, int) {
@@ -26,7 +26,7 @@ func fuzzSession(flags byte, info SessionInfo) (codectest.Session, int) {
 	return codectest.Adapt[State](s), s.maxLine + 2 + srvAuthBufMax + 2
 }
 
-var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}
+var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "SCRAM-SHA-256"}
 
 // fuzzFlags gives a transcript's seed the bits fuzzSession reads.
 func fuzzFlags(c *Config, _ SessionInfo) byte {

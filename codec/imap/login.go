@@ -24,6 +24,7 @@ const (
 	ActClose    = login.ActClose
 	ActID       = login.ActID
 	ActStartTLS = login.ActStartTLS
+	ActSecret   = login.ActSecret
 
 	AuthOK          = login.AuthOK
 	AuthFailed      = login.AuthFailed

@@ -67,10 +67,12 @@ type Config struct {
 	// IDName is the value of "name" in the answer to ID (0: DefaultIDName).
 	IDName string
 	// Mechanisms is auth_mechanisms: the SASL mechanisms advertised (AUTH=...) and
-	// accepted by AUTHENTICATE, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN,
-	// XOAUTH2, OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All four are
-	// plaintext mechanisms to Dovecot: hidden and refused when plaintext authentication
-	// is not allowed.
+	// accepted by AUTHENTICATE, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN, XOAUTH2,
+	// OAUTHBEARER, CRAM-MD5, SCRAM-SHA-256 (others are ignored; see sasl.ParseMechanisms).
+	// The first four are plaintext mechanisms to Dovecot: hidden and refused when
+	// plaintext authentication is not allowed. CRAM-MD5 and SCRAM-SHA-256 are not, so they
+	// are offered on any connection, but only to a session that has a
+	// SessionInfo.SASLNonce for their challenges.
 	Mechanisms []string
 }
 
@@ -85,9 +87,10 @@ const (
 	StateTLSWait                       // ActStartTLS is out, waiting for TLSStarted
 	StateDone                          // logged in: the connection belongs to the relay
 	StateClosed                        // ActClose is out
+	StateSecretWait                    // ActSecret is out, waiting for Resume
 )
 
-var stateNames = [...]string{"", "command", "literal", "auth-continue", "auth-wait", "tls-wait", "done", "closed"}
+var stateNames = [...]string{"", "command", "literal", "auth-continue", "auth-wait", "tls-wait", "done", "closed", "secret-wait"}
 
 func (st State) String() string {
 	if int(st) < len(stateNames) && st != 0 {
@@ -191,6 +194,7 @@ type Session struct {
 	// AUTHENTICATE in progress.
 	authTag  []byte
 	exchange sasl.Exchange
+	secx     sasl.SecretExchange // CRAM-MD5, SCRAM-SHA-256
 	mechs    sasl.Mechanisms
 	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
 	// gets the failure, with this text (AuthResult.Text).
@@ -229,6 +233,9 @@ func NewSession(cfg *Config, info SessionInfo) *Session {
 		state:        StateCommand,
 	}
 	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
+	if info.SASLNonce == "" {
+		s.mechs = s.mechs.WithoutSecret()
+	}
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
 	}
@@ -276,8 +283,8 @@ func (s *Session) buildCapability() {
 	mechs := txtAuthMechs
 	switch {
 	case !s.plaintextOK():
-		// Every mechanism the codec runs is a plaintext one.
-		mechs = txtLoginDisabled
+		// Only CRAM-MD5 and SCRAM-SHA-256 are not plaintext mechanisms.
+		mechs = txtLoginDisabled + string(s.mechs.AppendAdvertised(nil, " AUTH=", false))
 	case !slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()):
 		mechs = string(s.mechs.AppendAdvertised(nil, " AUTH=", true))
 	}
@@ -331,7 +338,7 @@ func (s *Session) Feed(in []byte) (consumed int, actions []Action, err error) {
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
-	case StateAuthWait, StateTLSWait, StateDone:
+	case StateAuthWait, StateTLSWait, StateDone, StateSecretWait:
 		return 0, nil, nil
 	}
 	if len(in) < s.seen {
@@ -361,7 +368,15 @@ func (s *Session) Feed(in []byte) (consumed int, actions []Action, err error) {
 // the bytes held meanwhile).
 func (s *Session) Resume(r AuthResult) []Action {
 	s.begin()
-	if s.state != StateAuthWait {
+	if s.state == StateSecretWait {
+		s.resetCommand()
+		if r.Status == AuthOK {
+			s.state = StateCommand
+			s.secretStep(s.secx.Secret(r.Secret))
+			return s.out.End()
+		}
+		s.secx.Reset()
+	} else if s.state != StateAuthWait {
 		return nil
 	}
 	if r.Status == AuthOK {
@@ -448,7 +463,7 @@ func (s *Session) Timeout() []Action {
 	switch s.state {
 	case StateDone, StateClosed:
 		return nil
-	case StateAuthContinue, StateAuthWait:
+	case StateAuthContinue, StateAuthWait, StateSecretWait:
 		s.close(txtByeInactivityAuth, "timeout")
 	default:
 		s.close(txtByeInactivity, "timeout")

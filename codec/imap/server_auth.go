@@ -8,8 +8,10 @@ import (
 	"doorman/codec/sasl"
 )
 
-// AUTHENTICATE: the SASL exchange for PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (those
-// Config.Mechanisms enables), up to complete credentials. Like
+// AUTHENTICATE: the SASL exchange for PLAIN, LOGIN, XOAUTH2, OAUTHBEARER (package sasl's
+// Exchange), CRAM-MD5 and SCRAM-SHA-256 (its SecretExchange: an ActSecret asks the
+// engine for the stored password mid-exchange, the codec checks the proof), those
+// Config.Mechanisms enables, up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
 // auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
 // and the codec answers it with the replies Dovecot gives.
@@ -19,18 +21,22 @@ import (
 func (s *Session) authenticate(tag, mech, ir []byte) {
 	s.authTag = append(s.authTag[:0], tag...)
 	s.tokenFail = false
-	if s.mechs.Lookup(mech) == "" || !s.exchange.Start(mech) {
+	s.secx.Reset()
+	secret := sasl.SecretMechanism(mech)
+	if s.mechs.Lookup(mech) == "" ||
+		(secret == "" && !s.exchange.Start(mech)) ||
+		(secret != "" && !s.secx.Start(secret, s.info.SASLNonce, s.info.SASLHost)) {
 		s.reply(tag, txtNoUnsupportedMech)
 		s.authFailed()
 		return
 	}
-	if !s.plaintextOK() {
+	if secret == "" && !s.plaintextOK() {
 		s.reply(tag, txtNoPlaintextMech)
 		s.authFailed()
 		return
 	}
 	if len(ir) == 0 {
-		s.saslResponse(nil)
+		s.response(nil)
 		return
 	}
 	if len(ir) == 1 && ir[0] == '=' {
@@ -39,10 +45,56 @@ func (s *Session) authenticate(tag, mech, ir []byte) {
 	data, ok := s.decodeSASL(ir)
 	if !ok {
 		s.reply(tag, txtBadBase64Initial)
+		s.secx.Reset()
 		s.authFailed()
 		return
 	}
-	s.saslResponse(data)
+	s.response(data)
+}
+
+// response takes the next response for whichever exchange runs.
+func (s *Session) response(data []byte) {
+	if s.secx.Active() {
+		s.secretResponse(data)
+	} else {
+		s.saslResponse(data)
+	}
+}
+
+// secretResponse takes the next response of CRAM-MD5 or SCRAM-SHA-256.
+func (s *Session) secretResponse(data []byte) {
+	defer clear(data)
+	s.secretStep(s.secx.Next(data))
+}
+
+// secretStep acts on where the SecretExchange stands: a challenge to send, a lookup to
+// ask for (ActSecret), or the end (ActAuth with Verified).
+func (s *Session) secretStep(c []byte, st sasl.SecretStatus, err error) {
+	switch {
+	case err != nil:
+		s.localAuthFailure()
+	case st == sasl.SecretContinue:
+		s.out.B = challenges.AppendData(s.out.B, c)
+		s.state = StateAuthContinue
+		s.seen = 0
+	default:
+		user, authzid := s.secx.User()
+		s.creds = Credentials{
+			Tag:            string(s.authTag),
+			Mech:           s.secx.Mechanism(),
+			Authzid:        string(authzid),
+			User:           string(user),
+			CapabilitySeen: s.capSeen,
+		}
+		kind := ActSecret
+		s.state = StateSecretWait
+		if st == sasl.SecretDone {
+			kind, s.state = ActAuth, StateAuthWait
+			s.creds.Verified = s.secx.Verified()
+			s.secx.Reset()
+		}
+		s.out.Emit(Action{Kind: kind, Creds: &s.creds})
+	}
 }
 
 // challenges are the exchange's challenges on the wire.
@@ -52,6 +104,8 @@ var challenges = sasl.Challenges{
 	Password:           txtChallengePassword,
 	XOAuth2Failure:     "+ " + base64.StdEncoding.EncodeToString([]byte(sasl.XOAuth2Failure)) + "\r\n",
 	OAuthBearerFailure: "+ " + base64.StdEncoding.EncodeToString([]byte(sasl.OAuthBearerFailure)) + "\r\n",
+	Head:               "+ ",
+	Tail:               "\r\n",
 }
 
 // challenge sends a challenge of the exchange and waits for the response line.
@@ -82,14 +136,18 @@ func (s *Session) readResponse(buf []byte) (int, bool) {
 	line := wire.TrimCR(buf[:i])
 	s.state = StateCommand
 	s.resetCommand()
-	if sasl.Cancelled(line) {
+	if s.secx.Final() {
+		s.secretResponse(nil) // whatever the answer to server-final is, it ends the exchange
+	} else if sasl.Cancelled(line) {
+		s.secx.Reset()
 		s.reply(s.authTag, txtBadAuthAborted)
 		s.authFailed()
 	} else if data, ok := s.decodeSASL(line); !ok {
+		s.secx.Reset()
 		s.reply(s.authTag, txtBadBase64Continued)
 		s.authFailed()
 	} else {
-		s.saslResponse(data)
+		s.response(data)
 	}
 	return i + 1, s.reading()
 }

@@ -52,6 +52,13 @@ type SessionInfo struct {
 	// names (x-originating-ip, x-originating-port, x-connected-ip, x-connected-port,
 	// x-session-id, x-proxy-ttl, x-forward-<name>), whatever its protocol calls them.
 	Trusted bool
+	// SASLNonce is fresh random printable text (no ","; base64 of 18 random bytes) for
+	// the challenges of CRAM-MD5 and SCRAM-SHA-256: the codec makes it unique per
+	// attempt. Empty: those mechanisms are neither advertised nor accepted.
+	SASLNonce string
+	// SASLHost is the host name in CRAM-MD5's challenge "<nonce@host>" (Dovecot's
+	// hostname).
+	SASLHost string
 }
 
 // ActionKind says what the engine must do.
@@ -73,9 +80,16 @@ const (
 	// sent after the STARTTLS line (they came in plaintext and could have been
 	// injected), do the handshake, then call TLSStarted.
 	ActStartTLS
+	// ActSecret: a challenge-response mechanism (CRAM-MD5, SCRAM-SHA-256) needs the
+	// stored password of Creds.User (Creds.Mech says which mechanism; Pass is empty).
+	// Until Resume, Feed consumes nothing. The engine answers with AuthResult Status
+	// AuthOK and Secret, or with a failure (unknown user, unusable scheme), which ends
+	// the exchange with the failure's reply. Once the codec has checked the client's
+	// proof with the secret, an ActAuth follows with Creds.Verified.
+	ActSecret
 )
 
-var actionKindNames = [...]string{"", "write", "auth", "close", "id", "starttls"}
+var actionKindNames = [...]string{"", "write", "auth", "close", "id", "starttls", "secret"}
 
 func (k ActionKind) String() string {
 	if int(k) < len(actionKindNames) && k != 0 {
@@ -100,7 +114,7 @@ type IDParam struct{ Key, Value string }
 // Credentials is a complete login. Its strings are copies: they outlive the input.
 type Credentials struct {
 	Tag     string // the client's tag of LOGIN/AUTHENTICATE
-	Mech    string // "LOGIN" for the LOGIN command, else the SASL mechanism: "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
+	Mech    string // "LOGIN" for the LOGIN command, else the SASL mechanism: "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "SCRAM-SHA-256"
 	Authzid string // SASL PLAIN authorization id; empty when none or equal to User
 	User    string // authentication id / LOGIN user; XOAUTH2's user=, OAUTHBEARER's a= (decoded)
 	Pass    string // empty for XOAUTH2 and OAUTHBEARER
@@ -109,6 +123,11 @@ type Credentials struct {
 	// the backend (BackendParams.Mech = Mech, BackendParams.Token = Token). Never logged.
 	Token          string
 	CapabilitySeen bool // the client sent CAPABILITY before logging in (and before any STARTTLS)
+	// Verified is for CRAM-MD5 and SCRAM-SHA-256 (after an ActSecret): the codec checked
+	// the client's proof against the stored secret and it matched. False for those
+	// mechanisms: the proof did not match, the login fails. Pass is empty: the backend
+	// login needs a passdb `pass` or `master`.
+	Verified bool
 }
 
 // AuthStatus is the outcome of a login the engine tried.
@@ -133,9 +152,13 @@ func (st AuthStatus) String() string {
 	return "unknown"
 }
 
-// AuthResult answers an ActAuth.
+// AuthResult answers an ActAuth or an ActSecret.
 type AuthResult struct {
 	Status AuthStatus
+	// Secret answers an ActSecret with Status AuthOK: the user's stored password with
+	// its scheme, "{PLAIN}...", "{CRAM-MD5}<hex>" or "{SCRAM-SHA-256}<Dovecot's
+	// format>". Never logged.
+	Secret string
 	// Reply, if not nil, is sent as it is (it is already tagged, e.g. the backend's
 	// answer made by BackendLogin). Otherwise the codec sends Dovecot's reply for
 	// Status.

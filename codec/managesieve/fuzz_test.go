@@ -40,9 +40,9 @@ func fuzzFlags(c *Config, info login.SessionInfo) byte {
 		f |= 32
 	}
 	if len(c.Mechanisms) > 0 {
-		f |= 128 // the OAuth mechanisms too
+		f |= 128 // the OAuth and challenge-response mechanisms too
 	}
 	return f
 }
 
-var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}
+var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "SCRAM-SHA-256"}

@@ -80,11 +80,13 @@ type Config struct {
 	MaxLine int
 	// MaxBadCommands is how many invalid commands end the session (0: 3).
 	MaxBadCommands int
-	// Mechanisms is auth_mechanisms: the SASL mechanisms advertised ("SASL") and
-	// accepted by AUTHENTICATE, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN,
-	// XOAUTH2, OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All four are
-	// plaintext mechanisms to Dovecot: hidden and refused when plaintext
-	// authentication is not allowed.
+	// Mechanisms is auth_mechanisms: the SASL mechanisms advertised ("SASL") and accepted
+	// by AUTHENTICATE, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN, XOAUTH2,
+	// OAUTHBEARER, CRAM-MD5, SCRAM-SHA-256 (others are ignored; see sasl.ParseMechanisms).
+	// The first four are plaintext mechanisms to Dovecot: hidden and refused when
+	// plaintext authentication is not allowed. CRAM-MD5 and SCRAM-SHA-256 are not, so they
+	// are offered on any connection, but only to a session that has a
+	// SessionInfo.SASLNonce for their challenges.
 	Mechanisms []string
 }
 
@@ -99,9 +101,10 @@ const (
 	StateTLSWait                       // ActStartTLS is out, waiting for TLSStarted
 	StateDone                          // logged in: the connection belongs to the relay
 	StateClosed                        // ActClose is out
+	StateSecretWait                    // ActSecret is out, waiting for Resume
 )
 
-var stateNames = [...]string{"", "command", "literal", "auth-continue", "auth-wait", "tls-wait", "done", "closed"}
+var stateNames = [...]string{"", "command", "literal", "auth-continue", "auth-wait", "tls-wait", "done", "closed", "secret-wait"}
 
 func (st State) String() string {
 	if int(st) < len(stateNames) && st != 0 {
@@ -173,6 +176,7 @@ type Session struct {
 
 	// AUTHENTICATE in progress.
 	exchange sasl.Exchange
+	secx     sasl.SecretExchange // CRAM-MD5, SCRAM-SHA-256
 	mechs    sasl.Mechanisms
 	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
 	// gets the failure, with this text (AuthResult.Text).
@@ -216,6 +220,9 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 		state:        StateCommand,
 	}
 	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
+	if info.SASLNonce == "" {
+		s.mechs = s.mechs.WithoutSecret()
+	}
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
 	}
@@ -271,8 +278,15 @@ func (s *Session) buildCapability() {
 		buf = appendCapValue(buf, string(list[min(1, len(list)):]))
 		buf = append(buf, "\r\n"...)
 	default:
-		// Dovecot advertises no mechanism it would refuse (sasl_server_get_advertised_mechs).
-		buf = append(buf, capSASLNone...)
+		// Dovecot advertises no mechanism it would refuse (sasl_server_get_advertised_mechs):
+		// only CRAM-MD5 and SCRAM-SHA-256 are not plaintext mechanisms.
+		if list := s.mechs.AppendAdvertised(nil, " ", false); len(list) > 0 {
+			buf = append(buf, capSASL...)
+			buf = appendCapValue(buf, string(list[1:]))
+			buf = append(buf, "\r\n"...)
+		} else {
+			buf = append(buf, capSASLNone...)
+		}
 	}
 	if s.info.TLSAvailable && !s.info.TLS {
 		buf = append(buf, capStartTLS...)
@@ -336,7 +350,7 @@ func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err err
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
-	case StateAuthWait, StateTLSWait, StateDone:
+	case StateAuthWait, StateTLSWait, StateDone, StateSecretWait:
 		return 0, nil, nil
 	}
 	if len(in) < s.seen {
@@ -360,7 +374,16 @@ func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err err
 // reply goes out and commands are read again (call Feed with the bytes held meanwhile).
 func (s *Session) Resume(r login.AuthResult) []login.Action {
 	s.out.Begin()
-	if s.state != StateAuthWait {
+	if s.state == StateSecretWait {
+		s.resetCommand()
+		if r.Status == login.AuthOK {
+			s.state = StateCommand
+			s.secretStep(s.secx.Secret(r.Secret))
+			s.resetCommand() // ready for the response, or the next command
+			return s.out.End()
+		}
+		s.secx.Reset()
+	} else if s.state != StateAuthWait {
 		return nil
 	}
 	if r.Status == login.AuthOK {
@@ -425,7 +448,7 @@ func (s *Session) Timeout() []login.Action {
 	switch s.state {
 	case StateDone, StateClosed:
 		return nil
-	case StateAuthContinue, StateAuthWait:
+	case StateAuthContinue, StateAuthWait, StateSecretWait:
 		s.close(txtByeInactAuth, "timeout")
 	default:
 		s.close(txtByeInactivity, "timeout")

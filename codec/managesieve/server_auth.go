@@ -8,8 +8,10 @@ import (
 	"doorman/codec/sasl"
 )
 
-// AUTHENTICATE: the SASL exchange for PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (those
-// Config.Mechanisms enables), up to complete credentials. Like
+// AUTHENTICATE: the SASL exchange for PLAIN, LOGIN, XOAUTH2, OAUTHBEARER (package sasl's
+// Exchange), CRAM-MD5 and SCRAM-SHA-256 (its SecretExchange: an ActSecret asks the
+// engine for the stored password mid-exchange, the codec checks the proof), those
+// Config.Mechanisms enables, up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
 // auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
 // and the codec answers it with the replies Dovecot gives. Challenges go out as quoted
@@ -22,25 +24,68 @@ import (
 func (s *Session) authenticate(cmd []byte, mech, ir token, hasIR bool) {
 	// A mechanism name holds no `"` or `\`: escapes make it unknown.
 	s.tokenFail = false
+	s.secx.Reset()
 	name := cmd[mech.start:mech.end]
-	if mech.escaped || s.mechs.Lookup(name) == "" || !s.exchange.Start(name) {
+	secret := sasl.SecretMechanism(name)
+	if mech.escaped || s.mechs.Lookup(name) == "" ||
+		(secret == "" && !s.exchange.Start(name)) ||
+		(secret != "" && !s.secx.Start(secret, s.info.SASLNonce, s.info.SASLHost)) {
 		s.out.B = append(s.out.B, txtNoUnsupportedMech...)
 		return
 	}
-	if !s.plaintextOK() {
+	if secret == "" && !s.plaintextOK() {
 		s.out.B = append(s.out.B, txtNoPlaintext...)
 		return
 	}
 	if !hasIR {
-		s.saslResponse(nil)
+		s.anyResponse(nil)
 		return
 	}
 	data, ok := s.decodeSASL(s.saslValue(cmd, ir), true)
 	if !ok {
+		s.secx.Reset()
 		s.out.B = append(s.out.B, txtNoBase64Initial...)
 		return
 	}
-	s.saslResponse(data)
+	s.anyResponse(data)
+}
+
+// anyResponse takes the next response for whichever exchange runs.
+func (s *Session) anyResponse(data []byte) {
+	if s.secx.Active() {
+		s.secretResponse(data)
+	} else {
+		s.saslResponse(data)
+	}
+}
+
+// secretResponse takes the next response of CRAM-MD5 or SCRAM-SHA-256.
+func (s *Session) secretResponse(data []byte) {
+	defer clear(data)
+	s.secretStep(s.secx.Next(data))
+}
+
+// secretStep acts on where the SecretExchange stands: a challenge to send, a lookup to
+// ask for (ActSecret), or the end (ActAuth with Verified).
+func (s *Session) secretStep(c []byte, st sasl.SecretStatus, err error) {
+	switch {
+	case err != nil:
+		s.localAuthFailure()
+	case st == sasl.SecretContinue:
+		s.out.B = challenges.AppendData(s.out.B, c)
+		s.state = StateAuthContinue
+	default:
+		user, authzid := s.secx.User()
+		s.creds = login.Credentials{Mech: s.secx.Mechanism(), Authzid: string(authzid), User: string(user)}
+		kind := login.ActSecret
+		s.state = StateSecretWait
+		if st == sasl.SecretDone {
+			kind, s.state = login.ActAuth, StateAuthWait
+			s.creds.Verified = s.secx.Verified()
+			s.secx.Reset()
+		}
+		s.out.Emit(login.Action{Kind: kind, Creds: &s.creds})
+	}
 }
 
 // challenges are the exchange's challenges on the wire.
@@ -50,6 +95,8 @@ var challenges = sasl.Challenges{
 	Password:           txtChallengePassword,
 	XOAuth2Failure:     `"` + base64.StdEncoding.EncodeToString([]byte(sasl.XOAuth2Failure)) + `"` + "\r\n",
 	OAuthBearerFailure: `"` + base64.StdEncoding.EncodeToString([]byte(sasl.OAuthBearerFailure)) + `"` + "\r\n",
+	Head:               `"`,
+	Tail:               `"` + "\r\n",
 }
 
 // challenge sends a challenge of the exchange and waits for the response.
@@ -62,16 +109,23 @@ func (s *Session) challenge(c []byte) {
 // aborts, anything else is base64.
 func (s *Session) response(cmd []byte, t token) {
 	v := s.saslValue(cmd, t)
+	if s.secx.Final() {
+		clear(s.squeeze)
+		s.secretResponse(nil) // whatever the answer to server-final is, it ends the exchange
+		return
+	}
 	if sasl.Cancelled(v) {
+		s.secx.Reset()
 		s.out.B = append(s.out.B, txtNoAborted...)
 		return
 	}
 	data, ok := s.decodeSASL(v, false)
 	if !ok {
+		s.secx.Reset()
 		s.out.B = append(s.out.B, txtNoBase64Continued...)
 		return
 	}
-	s.saslResponse(data)
+	s.anyResponse(data)
 }
 
 // saslResponse takes the next response, decoded; nil is no initial response.

@@ -46,9 +46,9 @@ func fuzzFlags(c *Config, info login.SessionInfo) byte {
 		flags |= 64
 	}
 	if len(c.Mechanisms) > 0 {
-		flags |= 128 // the OAuth mechanisms too
+		flags |= 128 // the OAuth and challenge-response mechanisms too
 	}
 	return flags
 }
 
-var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}
+var fuzzMechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "SCRAM-SHA-256"}

@@ -65,9 +65,11 @@ type Config struct {
 	MaxAuthAttempts int
 	// Mechanisms is auth_mechanisms: the SASL mechanisms listed (CAPA's SASL line, AUTH
 	// without arguments) and accepted by AUTH, in order; nil: PLAIN LOGIN. Known: PLAIN,
-	// LOGIN, XOAUTH2, OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All
-	// four are plaintext mechanisms to Dovecot: hidden and refused when plaintext
-	// authentication is not allowed.
+	// LOGIN, XOAUTH2, OAUTHBEARER, CRAM-MD5, SCRAM-SHA-256 (others are ignored; see
+	// sasl.ParseMechanisms). The first four are plaintext mechanisms to Dovecot: hidden
+	// and refused when plaintext authentication is not allowed. CRAM-MD5 and SCRAM-SHA-256
+	// are not, so they are offered on any connection, but only to a session that has a
+	// SessionInfo.SASLNonce for their challenges.
 	Mechanisms []string
 }
 
@@ -81,9 +83,10 @@ const (
 	StateTLSWait                       // ActStartTLS is out, waiting for TLSStarted
 	StateDone                          // logged in: the connection belongs to the relay
 	StateClosed                        // ActClose is out
+	StateSecretWait                    // ActSecret is out, waiting for Resume
 )
 
-var stateNames = [...]string{"", "command", "auth-continue", "auth-wait", "tls-wait", "done", "closed"}
+var stateNames = [...]string{"", "command", "auth-continue", "auth-wait", "tls-wait", "done", "closed", "secret-wait"}
 
 func (st State) String() string {
 	if int(st) < len(stateNames) && st != 0 {
@@ -132,6 +135,7 @@ type Session struct {
 
 	// AUTH in progress.
 	exchange sasl.Exchange
+	secx     sasl.SecretExchange // CRAM-MD5, SCRAM-SHA-256
 	mechs    sasl.Mechanisms
 	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
 	// gets the failure, with this text (AuthResult.Text).
@@ -167,6 +171,9 @@ func NewSession(cfg *Config, info login.SessionInfo) *Session {
 		state:        StateCommand,
 	}
 	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
+	if info.SASLNonce == "" {
+		s.mechs = s.mechs.WithoutSecret()
+	}
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
 	}
@@ -193,8 +200,9 @@ func (s *Session) buildTexts() {
 	stls := s.info.TLSAvailable && !s.info.TLS
 	plain := s.plaintextOK()
 	mechs, mechList := txtMechs, txtMechList
-	if !slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()) {
-		mechs = string(s.mechs.AppendAdvertised(nil, " ", true))
+	if !plain || !slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()) {
+		// Without plaintext authentication only CRAM-MD5 and SCRAM-SHA-256 are offered.
+		mechs = string(s.mechs.AppendAdvertised(nil, " ", plain))
 		mechList = strings.ReplaceAll(mechs[min(1, len(mechs)):], " ", "\r\n")
 		if mechList != "" {
 			mechList += "\r\n"
@@ -217,16 +225,12 @@ func (s *Session) buildTexts() {
 		buf = append(buf, txtCapaUSER...)
 	}
 	buf = append(buf, txtCapaSASL...)
-	if plain { // every mechanism the codec runs is a plaintext one
-		buf = append(buf, mechs...)
-	}
+	buf = append(buf, mechs...)
 	buf = append(buf, txtNewline...)
 	buf = append(buf, txtCapaTail...)
 	c := len(buf)
 	buf = append(buf, txtMechListHead...)
-	if plain {
-		buf = append(buf, mechList...)
-	}
+	buf = append(buf, mechList...)
 	buf = append(buf, txtCapaTail...)
 	s.greeting, s.capa, s.mechList = buf[:g:g], buf[g:c:c], buf[c:]
 }
@@ -252,7 +256,7 @@ func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err err
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
-	case StateAuthWait, StateTLSWait, StateDone:
+	case StateAuthWait, StateTLSWait, StateDone, StateSecretWait:
 		return 0, nil, nil
 	}
 	if len(in) < s.seen {
@@ -282,7 +286,15 @@ func (s *Session) Feed(in []byte) (consumed int, actions []login.Action, err err
 // the bytes held meanwhile).
 func (s *Session) Resume(r login.AuthResult) []login.Action {
 	s.out.Begin()
-	if s.state != StateAuthWait {
+	if s.state == StateSecretWait {
+		s.resetCommand()
+		if r.Status == login.AuthOK {
+			s.state = StateCommand
+			s.secretStep(s.secx.Secret(r.Secret))
+			return s.out.End()
+		}
+		s.secx.Reset()
+	} else if s.state != StateAuthWait {
 		return nil
 	}
 	if r.Status == login.AuthOK {
@@ -363,7 +375,7 @@ func (s *Session) Timeout() []login.Action {
 	switch s.state {
 	case StateDone, StateClosed:
 		return nil
-	case StateAuthContinue, StateAuthWait:
+	case StateAuthContinue, StateAuthWait, StateSecretWait:
 		s.close(txtInactivityAuth, "timeout")
 	default:
 		s.close(txtInactivity, "timeout")

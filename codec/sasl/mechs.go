@@ -7,21 +7,21 @@ import (
 
 // Mechanisms are the mechanisms a login codec offers and accepts (Dovecot's
 // auth_mechanisms), in the order they are advertised, each as its constant (Plain,
-// Login, XOAuth2, OAuthBearer). The zero value is DefaultMechanisms.
+// Login, XOAuth2, OAuthBearer, CRAMMD5, SCRAMSHA256). The zero value is DefaultMechanisms.
 type Mechanisms struct {
-	list [4]string
+	list [6]string
 	n    uint8
 	set  bool
 }
 
 // DefaultMechanisms is what the codecs offered before mechanisms were configurable:
 // PLAIN and LOGIN (Dovecot's auth_mechanisms = plain login).
-var DefaultMechanisms = Mechanisms{list: [4]string{Plain, Login}, n: 2, set: true}
+var DefaultMechanisms = Mechanisms{list: [6]string{Plain, Login}, n: 2, set: true}
 
 // ParseMechanisms makes the set from auth_mechanisms' names (any case; nil or empty:
-// DefaultMechanisms). Names an Exchange can't run (CRAM-MD5, SCRAM-SHA-256, anything
-// else) are left out and reported in the error, which a configuration check should
-// show; a codec given them simply ignores them.
+// DefaultMechanisms). PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER run in an Exchange, CRAM-MD5
+// and SCRAM-SHA-256 in a SecretExchange. Other names are left out and reported in the
+// error, which a configuration check should show; a codec given them simply ignores them.
 func ParseMechanisms(names []string) (Mechanisms, error) {
 	if len(names) == 0 {
 		return DefaultMechanisms, nil
@@ -30,7 +30,7 @@ func ParseMechanisms(names []string) (Mechanisms, error) {
 	var bad []string
 outer:
 	for _, name := range names {
-		for _, c := range [...]string{Plain, Login, XOAuth2, OAuthBearer} {
+		for _, c := range [...]string{Plain, Login, XOAuth2, OAuthBearer, CRAMMD5, SCRAMSHA256} {
 			if !strings.EqualFold(name, c) {
 				continue
 			}
@@ -97,4 +97,18 @@ func (m *Mechanisms) AppendAdvertised(dst []byte, sep string, plaintextOK bool) 
 		}
 	}
 	return dst
+}
+
+// WithoutSecret is m without CRAM-MD5 and SCRAM-SHA-256: what a session that has no
+// nonce for their challenges offers.
+func (m Mechanisms) WithoutSecret() Mechanisms {
+	d := *m.orDefault()
+	out := Mechanisms{set: true}
+	for _, c := range d.list[:d.n] {
+		if c != CRAMMD5 && c != SCRAMSHA256 {
+			out.list[out.n] = c
+			out.n++
+		}
+	}
+	return out
 }

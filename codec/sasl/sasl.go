@@ -42,6 +42,7 @@ const (
 	ErrCRAM                       // a CRAM-MD5 response that is not "<user> SP <32 hex digits>"
 	ErrSCRAM                      // a SCRAM message out of RFC 5802's grammar, or channel binding asked for
 	ErrProof                      // SCRAM: the client's proof or nonce does not match
+	ErrSecret                     // the stored password's scheme can't serve the mechanism
 )
 
 var errText = [...]string{
@@ -54,6 +55,7 @@ var errText = [...]string{
 	ErrCRAM:      "sasl: invalid CRAM-MD5 response",
 	ErrSCRAM:     "sasl: invalid SCRAM message",
 	ErrProof:     "sasl: SCRAM proof mismatch",
+	ErrSecret:    "sasl: password scheme not usable with this mechanism",
 }
 
 func (e Error) Error() string {

@@ -285,6 +285,10 @@ type Challenges struct {
 	// The OAuth mechanisms' error challenges, XOAuth2Failure and OAuthBearerFailure.
 	// Each protocol frames AppendEncode's base64 of them as it frames the others.
 	XOAuth2Failure, OAuthBearerFailure string
+	// Head and Tail frame the base64 of any other challenge (AppendData): "+ " and
+	// CRLF in IMAP and POP3, "334 " and CRLF in Submission, a quote and a quote CRLF
+	// in ManageSieve.
+	Head, Tail string
 }
 
 // Text is the wire text of c, a challenge Next returned.

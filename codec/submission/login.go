@@ -24,6 +24,7 @@ const (
 	ActAuth     = login.ActAuth
 	ActClose    = login.ActClose
 	ActStartTLS = login.ActStartTLS
+	ActSecret   = login.ActSecret
 	ActID       = login.ActID
 
 	AuthOK          = login.AuthOK

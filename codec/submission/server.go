@@ -81,9 +81,11 @@ type Config struct {
 	MaxAuthAttempts int
 	// Mechanisms is auth_mechanisms: the SASL mechanisms advertised (EHLO's AUTH) and
 	// accepted by AUTH, in order; nil: PLAIN LOGIN. Known: PLAIN, LOGIN, XOAUTH2,
-	// OAUTHBEARER (others are ignored; see sasl.ParseMechanisms). All four are
-	// plaintext mechanisms to Dovecot: hidden and refused when plaintext
-	// authentication is not allowed.
+	// OAUTHBEARER, CRAM-MD5, SCRAM-SHA-256 (others are ignored; see sasl.ParseMechanisms).
+	// The first four are plaintext mechanisms to Dovecot: hidden and refused when
+	// plaintext authentication is not allowed. CRAM-MD5 and SCRAM-SHA-256 are not, so they
+	// are offered on any connection, but only to a session that has a
+	// SessionInfo.SASLNonce for their challenges.
 	Mechanisms []string
 }
 
@@ -97,9 +99,10 @@ const (
 	StateTLSWait                       // ActStartTLS is out, waiting for TLSStarted
 	StateDone                          // logged in: the connection belongs to the relay
 	StateClosed                        // ActClose is out
+	StateSecretWait                    // ActSecret is out, waiting for Resume
 )
 
-var stateNames = [...]string{"", "command", "auth-continue", "auth-wait", "tls-wait", "done", "closed"}
+var stateNames = [...]string{"", "command", "auth-continue", "auth-wait", "tls-wait", "done", "closed", "secret-wait"}
 
 func (st State) String() string {
 	if int(st) < len(stateNames) && st != 0 {
@@ -144,8 +147,12 @@ type Session struct {
 
 	// AUTH in progress.
 	exchange sasl.Exchange
+	secx     sasl.SecretExchange // CRAM-MD5, SCRAM-SHA-256
 	mechs    sasl.Mechanisms
 	ehloAuth string // EHLO's AUTH line
+	// ehloAuthSecret is EHLO's AUTH line where plaintext authentication is not allowed:
+	// CRAM-MD5 and SCRAM-SHA-256 only; "" if neither is offered.
+	ehloAuthSecret string
 	// tokenFail: a refused OAuth token's error challenge is out; the client's answer
 	// gets the failure, with this text (AuthResult.Text).
 	tokenFail     bool
@@ -182,8 +189,14 @@ func NewSession(cfg *Config, info SessionInfo) *Session {
 		ehloAuth: ehloAuth,
 	}
 	s.mechs, _ = sasl.ParseMechanisms(c.Mechanisms)
+	if info.SASLNonce == "" {
+		s.mechs = s.mechs.WithoutSecret()
+	}
 	if !slices.Equal(s.mechs.List(), sasl.DefaultMechanisms.List()) {
 		s.ehloAuth = string(append(s.mechs.AppendAdvertised([]byte("250-AUTH"), " ", true), "\r\n"...))
+		if secret := s.mechs.AppendAdvertised(nil, " ", false); len(secret) > 0 {
+			s.ehloAuthSecret = "250-AUTH" + string(secret) + "\r\n"
+		}
 	}
 	if s.maxLine <= 0 {
 		s.maxLine = DefaultMaxLine
@@ -237,7 +250,7 @@ func (s *Session) Feed(in []byte) (consumed int, actions []Action, err error) {
 	switch s.state {
 	case StateClosed:
 		return 0, nil, ErrClosed
-	case StateAuthWait, StateTLSWait, StateDone:
+	case StateAuthWait, StateTLSWait, StateDone, StateSecretWait:
 		return 0, nil, nil
 	}
 	if len(in) < s.seen {
@@ -261,7 +274,15 @@ func (s *Session) Feed(in []byte) (consumed int, actions []Action, err error) {
 // the bytes held meanwhile).
 func (s *Session) Resume(r AuthResult) []Action {
 	s.out.Begin()
-	if s.state != StateAuthWait {
+	if s.state == StateSecretWait {
+		s.resetLine()
+		if r.Status == AuthOK {
+			s.state = StateCommand
+			s.secretStep(s.secx.Secret(r.Secret))
+			return s.out.End()
+		}
+		s.secx.Reset()
+	} else if s.state != StateAuthWait {
 		return nil
 	}
 	if r.Status == AuthOK {
@@ -331,7 +352,7 @@ func (s *Session) Timeout() []Action {
 	switch s.state {
 	case StateDone, StateClosed:
 		return nil
-	case StateAuthContinue, StateAuthWait:
+	case StateAuthContinue, StateAuthWait, StateSecretWait:
 		s.terminate(codeInactivity, txtInactivityAuth, "timeout")
 	default:
 		s.terminate(codeInactivity, txtInactivity, "timeout")
@@ -649,6 +670,8 @@ func (s *Session) ehlo(params []byte, old bool) {
 		// Dovecot sends "250-AUTH " with an empty list when no mechanism is left;
 		// the codec leaves the keyword out instead.
 		s.out.B = append(s.out.B, s.ehloAuth...)
+	} else {
+		s.out.B = append(s.out.B, s.ehloAuthSecret...)
 	}
 	s.out.B = append(s.out.B, ehloMiddle...)
 	s.out.B = append(s.out.B, ehloSize...)

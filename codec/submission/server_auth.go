@@ -7,8 +7,10 @@ import (
 	"doorman/codec/sasl"
 )
 
-// AUTH: the SASL exchange for PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (those
-// Config.Mechanisms enables), up to complete credentials. Like
+// AUTH: the SASL exchange for PLAIN, LOGIN, XOAUTH2, OAUTHBEARER (package sasl's
+// Exchange), CRAM-MD5 and SCRAM-SHA-256 (its SecretExchange: an ActSecret asks the
+// engine for the stored password mid-exchange, the codec checks the proof), those
+// Config.Mechanisms enables, up to complete credentials. Like
 // Dovecot's login process, the codec checks the mechanism and the transport; what the
 // auth process would check (base64, the PLAIN layout, an empty user) package sasl checks,
 // and the codec answers it with the replies Dovecot gives.
@@ -28,18 +30,22 @@ func (s *Session) auth(params []byte) {
 		return
 	}
 	s.tokenFail = false
-	if s.mechs.Lookup(mech) == "" || !s.exchange.Start(mech) {
+	s.secx.Reset()
+	secret := sasl.SecretMechanism(mech)
+	if s.mechs.Lookup(mech) == "" ||
+		(secret == "" && !s.exchange.Start(mech)) ||
+		(secret != "" && !s.secx.Start(secret, s.info.SASLNonce, s.info.SASLHost)) {
 		s.answer(txtUnsupportedMech)
 		s.authFailed()
 		return
 	}
-	if !s.plaintextOK() {
+	if secret == "" && !s.plaintextOK() {
 		s.answer(txtPlaintextDisabled)
 		s.authFailed()
 		return
 	}
 	if !two {
-		s.saslResponse(nil)
+		s.response(nil)
 		return
 	}
 	if len(ir) == 1 && ir[0] == '=' {
@@ -48,10 +54,50 @@ func (s *Session) auth(params []byte) {
 	data, ok := s.decodeSASL(ir)
 	if !ok {
 		s.answer(txtBadBase64Initial)
+		s.secx.Reset()
 		s.authFailed()
 		return
 	}
-	s.saslResponse(data)
+	s.response(data)
+}
+
+// response takes the next response for whichever exchange runs.
+func (s *Session) response(data []byte) {
+	if s.secx.Active() {
+		s.secretResponse(data)
+	} else {
+		s.saslResponse(data)
+	}
+}
+
+// secretResponse takes the next response of CRAM-MD5 or SCRAM-SHA-256.
+func (s *Session) secretResponse(data []byte) {
+	defer clear(data)
+	s.secretStep(s.secx.Next(data))
+}
+
+// secretStep acts on where the SecretExchange stands: a challenge to send, a lookup to
+// ask for (ActSecret), or the end (ActAuth with Verified).
+func (s *Session) secretStep(c []byte, st sasl.SecretStatus, err error) {
+	switch {
+	case err != nil:
+		s.localAuthFailure()
+	case st == sasl.SecretContinue:
+		s.out.B = challenges.AppendData(s.out.B, c)
+		s.state = StateAuthContinue
+		s.resetLine()
+	default:
+		user, authzid := s.secx.User()
+		s.creds = Credentials{Tag: string(s.helo), Mech: s.secx.Mechanism(), Authzid: string(authzid), User: string(user)}
+		kind := ActSecret
+		s.state = StateSecretWait
+		if st == sasl.SecretDone {
+			kind, s.state = ActAuth, StateAuthWait
+			s.creds.Verified = s.secx.Verified()
+			s.secx.Reset()
+		}
+		s.out.Emit(Action{Kind: kind, Creds: &s.creds})
+	}
 }
 
 // challenges are the exchange's challenges on the wire.
@@ -61,6 +107,8 @@ var challenges = sasl.Challenges{
 	Password:           txtChallengePassword,
 	XOAuth2Failure:     "334 " + base64.StdEncoding.EncodeToString([]byte(sasl.XOAuth2Failure)) + "\r\n",
 	OAuthBearerFailure: "334 " + base64.StdEncoding.EncodeToString([]byte(sasl.OAuthBearerFailure)) + "\r\n",
+	Head:               "334 ",
+	Tail:               "\r\n",
 }
 
 // challenge sends a challenge of the exchange as a 334 and waits for the response line.
@@ -75,7 +123,12 @@ func (s *Session) challenge(c []byte) {
 // authResponse takes a complete AUTH response line (its blanks at the end trimmed):
 // "*" cancels, anything else is base64 (submission-login's cmd_auth_continue).
 func (s *Session) authResponse(line []byte) {
+	if s.secx.Final() {
+		s.secretResponse(nil) // whatever the answer to server-final is, it ends the exchange
+		return
+	}
 	if sasl.Cancelled(line) {
+		s.secx.Reset()
 		s.answer(txtAuthAborted)
 		if s.state != StateClosed {
 			s.authFailed()
@@ -84,13 +137,14 @@ func (s *Session) authResponse(line []byte) {
 	}
 	data, ok := s.decodeSASL(line)
 	if !ok {
+		s.secx.Reset()
 		s.answer(txtBadBase64Continued)
 		if s.state != StateClosed {
 			s.authFailed()
 		}
 		return
 	}
-	s.saslResponse(data)
+	s.response(data)
 }
 
 // saslResponse takes the next response, decoded; nil is no initial response.

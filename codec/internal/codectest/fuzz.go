@@ -33,6 +33,21 @@ func FuzzResults(disabledText, failedReply string) []login.AuthResult {
 	}
 }
 
+// FuzzNonce is the SessionInfo.SASLNonce of every fuzz session.
+const FuzzNonce = "ZnV6em5vbmNl"
+
+// fuzzSecrets is what the fake engine answers, in turn, to each ActSecret: stored
+// passwords of "secret" in each scheme a SecretExchange takes, one it can't use, and
+// failures.
+var fuzzSecrets = []login.AuthResult{
+	{Status: login.AuthOK, Secret: "{PLAIN}secret"},
+	{Status: login.AuthOK, Secret: "{CRAM-MD5}cd3ba7deaad6e5ca23448ba42e379747a9e0f7f1fbc00c8a81bbaac395731b56"},
+	{Status: login.AuthOK, Secret: "{SCRAM-SHA-256}4096,YjMzOlZkNCAVIgpIW7FI0Q==,OymJ0UNcIfX6GHz9pNElOcWP2zhohFU2wteX+v6Urrg=,Ofb8//IbF/Y++wFVE2OsXDyH647o9ZJFynMmeqz+IXo="},
+	{Status: login.AuthFailed},
+	{Status: login.AuthOK, Secret: "{SHA512-CRYPT}$6$x$y"},
+	{Status: login.AuthTempFail},
+}
+
 // FuzzSession feeds arbitrary client bytes, seeded from the transcripts (testdata/*.txt
 // of fsys). The first byte picks the session's settings (see Frontend.FuzzNew), the rest
 // is what the client sends. Every input is replayed twice, whole and in pieces, and both
@@ -81,6 +96,8 @@ func FuzzSession[C any](f *testing.F, fsys fs.FS, fe *Frontend[C]) {
 			Secured:          data[0]&FuzzSecured != 0,
 			PlaintextAllowed: data[0]&FuzzPlaintextAllowed != 0,
 			TLSAvailable:     data[0]&FuzzTLSAvailable != 0,
+			SASLNonce:        FuzzNonce,
+			SASLHost:         "fuzz.example",
 		}
 		in := data[1:]
 		h := fnv.New64a()
@@ -109,6 +126,7 @@ func fuzzRun[C any](t *testing.T, fe *Frontend[C], flags byte, info login.Sessio
 		pending  []byte
 		fed, out int
 		resumes  int
+		secrets  int
 	)
 	record := func(acts []login.Action) {
 		for i, a := range acts {
@@ -123,7 +141,7 @@ func fuzzRun[C any](t *testing.T, fe *Frontend[C], flags byte, info login.Sessio
 			if a.Kind == login.ActWrite {
 				continue
 			}
-			if (a.Kind == login.ActAuth || a.Kind == login.ActClose || a.Kind == login.ActStartTLS) && i != len(acts)-1 {
+			if (a.Kind == login.ActAuth || a.Kind == login.ActSecret || a.Kind == login.ActClose || a.Kind == login.ActStartTLS) && i != len(acts)-1 {
 				t.Fatalf("%s is not the last action", a.Kind)
 			}
 			if a.Kind == login.ActClose && !slices.Contains(fe.FuzzReasons, a.Reason) && a.Reason != "timeout" {
@@ -158,10 +176,10 @@ func fuzzRun[C any](t *testing.T, fe *Frontend[C], flags byte, info login.Sessio
 			if len(pending) > maxHeld {
 				t.Fatalf("state %s holds %d bytes", st, len(pending))
 			}
-		case "auth-wait":
+		case "auth-wait", "secret-wait":
 			// Until Resume, nothing more is consumed, however often Feed is called.
 			if n, acts, _ := s.Feed(pending); n != 0 || len(acts) != 0 {
-				t.Fatalf("consumed %d after ActAuth", n)
+				t.Fatalf("consumed %d after %s", n, st)
 			}
 		}
 	}
@@ -172,6 +190,11 @@ func fuzzRun[C any](t *testing.T, fe *Frontend[C], flags byte, info login.Sessio
 				r := fe.FuzzResults[resumes%len(fe.FuzzResults)]
 				resumes++
 				log = append(log, "R"+r.Status.String())
+				record(s.Resume(r))
+			case "secret-wait":
+				r := fuzzSecrets[secrets%len(fuzzSecrets)]
+				secrets++
+				log = append(log, "Rsecret"+r.Status.String())
 				record(s.Resume(r))
 			case "tls-wait":
 				log = append(log, "Rtls")

@@ -8,14 +8,16 @@ package codectest
 // Format, one directive per line ("#" starts a comment line, blank lines are skipped):
 //
 //	O: key=value   session option, before anything else. Every protocol takes secured,
-//	               plaintext, tls (STARTTLS/STLS available), implicit-tls and trusted (bool);
+//	               plaintext, tls (STARTTLS/STLS available), implicit-tls and trusted (bool),
+//	               nonce and host (SessionInfo.SASLNonce, SASLHost: text);
 //	               the rest is the protocol's (Frontend.Option). Defaults: not
-//	               secured, plaintext allowed, no TLS, Frontend.Config.
+//	               secured, plaintext allowed, no TLS, no nonce, Frontend.Config.
 //	C: bytes       the client sends bytes. Consecutive C: lines form one chunk, fed
 //	               when the next non-C: line (or the end) comes.
 //	S: bytes       the server sends bytes. The greeting is the first S: of every file.
 //	A: action      the codec returns an action other than a write, in canonical form:
-//	                 auth <tagkey>=a mech=LOGIN [authzid=z] user=alice pass=secret [token=t] [capability]
+//	                 auth <tagkey>=a mech=LOGIN [authzid=z] user=alice pass=secret [token=t] [capability] [verified]
+//	                 secret <tagkey>=a mech=CRAM-MD5 [authzid=z] user=alice [capability]
 //	                 close reason=logout
 //	                 id [key=value ...]
 //	                 starttls
@@ -25,13 +27,15 @@ package codectest
 //	E: event       the engine answers: "auth <status>" (ok, failed, tempfail,
 //	               unavailable, serverbug, disabled, authzfailed), optionally followed
 //	               by " text=<rest of line>" (escapes, no CRLF) or " reply=<bytes>";
+//	               "secret <stored password>" (Resume with AuthOK and Secret, the
+//	               answer to an ActSecret; a failure answers it as "auth <status>");
 //	               "timeout"; "tls" (TLSStarted, whose writes, if any, follow as S:
 //	               lines). After an event the runner calls Feed with the bytes held, as
 //	               the engine does.
 //	U: bytes       the bytes the codec has not consumed right now ("U:" alone: none).
 //	               After a close, all the client sent since is unconsumed.
 //	T: state       State() right now (command, literal, auth-continue, auth-wait,
-//	               tls-wait, done, closed: those the protocol has).
+//	               secret-wait, tls-wait, done, closed: those the protocol has).
 //
 // In C:, S:, U: and reply= bytes, CRLF is implied at the end of each line unless it ends
 // with <noeol>. Other escapes: <CR> <LF> <NUL> <SP> <TAB> <lt> (a "<"), <xHH> (a byte in
@@ -386,7 +390,9 @@ func (tr *transcript[C]) run(t *testing.T, fe *Frontend[C], sp Splitter) []logEn
 
 // waiting reports whether a session in state st must consume nothing and say nothing
 // when fed.
-func waiting(st string) bool { return st == "auth-wait" || st == "tls-wait" || st == "done" }
+func waiting(st string) bool {
+	return st == "auth-wait" || st == "secret-wait" || st == "tls-wait" || st == "done"
+}
 
 // feed gives the codec one more piece, checking what Feed promises.
 func (r *runner) feed(p []byte) {
@@ -411,7 +417,7 @@ func (r *runner) feed(p []byte) {
 
 func (r *runner) record(acts []login.Action) {
 	for i, a := range acts {
-		if (a.Kind == login.ActAuth || a.Kind == login.ActClose || a.Kind == login.ActStartTLS) && i != len(acts)-1 {
+		if (a.Kind == login.ActAuth || a.Kind == login.ActSecret || a.Kind == login.ActClose || a.Kind == login.ActStartTLS) && i != len(acts)-1 {
 			r.t.Fatalf("%s: %s action is not the last one", r.name, a.Kind)
 		}
 		if len(a.Data) > 0 {
@@ -438,6 +444,12 @@ func (r *runner) event(l tLine) {
 	case "tls":
 		r.pending = r.pending[:0] // the engine drops what came before the handshake
 		r.record(r.s.TLSStarted())
+	case "secret":
+		b, err := unescape(rest + "<noeol>")
+		if err != nil {
+			r.t.Fatalf("%s:%d: %v", r.name, l.no, err)
+		}
+		r.record(r.s.Resume(login.AuthResult{Status: login.AuthOK, Secret: string(b)}))
 	case "auth":
 		status, extra, _ := strings.Cut(rest, " ")
 		var res login.AuthResult
@@ -492,7 +504,11 @@ func (ru actionRules) check(a login.Action) error {
 	switch {
 	case a.Kind == login.ActID && !ru.id:
 		return fmt.Errorf("an ActID, and the protocol has no ID")
-	case a.Kind != login.ActAuth:
+	case a.Kind != login.ActAuth && a.Kind != login.ActSecret:
+	case a.Kind == login.ActSecret && (a.Creds.Pass != "" || a.Creds.Token != "" || a.Creds.Verified):
+		return fmt.Errorf("an ActSecret with a password, token or Verified")
+	case a.Creds.Verified && a.Creds.Pass != "":
+		return fmt.Errorf("verified credentials with a password")
 	case ru.tagKey == "" && a.Creds.Tag != "":
 		return fmt.Errorf("credentials with a tag %q, and the protocol has none", a.Creds.Tag)
 	case !ru.capSeen && a.Creds.CapabilitySeen:
@@ -510,7 +526,7 @@ func (ru actionRules) canon(a login.Action) string {
 		b.WriteString(" " + k + "=" + canonValue(v))
 	}
 	switch a.Kind {
-	case login.ActAuth:
+	case login.ActAuth, login.ActSecret:
 		c := a.Creds
 		if tagKey != "" {
 			kv(tagKey, c.Tag)
@@ -520,12 +536,17 @@ func (ru actionRules) canon(a login.Action) string {
 			kv("authzid", c.Authzid)
 		}
 		kv("user", c.User)
-		kv("pass", c.Pass)
+		if a.Kind == login.ActAuth {
+			kv("pass", c.Pass)
+		}
 		if c.Token != "" {
 			kv("token", c.Token)
 		}
 		if c.CapabilitySeen {
 			b.WriteString(" capability")
+		}
+		if c.Verified {
+			b.WriteString(" verified")
 		}
 	case login.ActClose:
 		kv("reason", a.Reason)
@@ -600,6 +621,12 @@ func (tr *transcript[C]) option(fe *Frontend[C], kv string) error {
 		return flag(&tr.info.TLS)
 	case "trusted":
 		return flag(&tr.info.Trusted)
+	case "nonce":
+		tr.info.SASLNonce = v
+		return nil
+	case "host":
+		tr.info.SASLHost = v
+		return nil
 	}
 	set := fe.Options(tr.cfg)[k]
 	if set == nil {
