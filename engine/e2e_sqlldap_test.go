@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"fmt"
@@ -12,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"doorman/engine/testenv"
 	"doorman/route/ldaptest"
+	"doorman/route/routetest"
 	"doorman/route/sqltest"
 )
 
@@ -326,4 +330,44 @@ func TestREADMESQLLDAPExampleParses(t *testing.T) {
 	if len(cfg.Passdb) != 2 || cfg.Passdb[0].SQLDriver != "mysql" || len(cfg.Passdb[1].URIs) != 2 {
 		t.Fatalf("passdb: %+v", cfg.Passdb)
 	}
+}
+
+// The auth cache fronts an sql passdb too, and the Redis events channel empties it on every
+// host: a user whose row changed keeps the cached route until a "flush" (or the TTL).
+func TestSQLPassdbBehindAuthCache(t *testing.T) {
+	sqlSeedBackend(t)
+	db := sqltest.StartMariaDB(t)
+	db.Exec(t, seedTableMySQL,
+		fmt.Sprintf("INSERT INTO proxy (user, host, destuser) VALUES ('alice', '%s', '')", seedBackendIP))
+	raddr, _ := routetest.StartRedis(t)
+	p := startProxy(t, "", fmt.Sprintf(`passdb:
+  - driver: sql
+    sql_driver: mysql
+    connect: %q
+    password_query: %q
+  - {driver: redis, addrs: [%q]}
+auth_cache_size: 100
+auth_cache_ttl: 1h
+auth_penalty: no
+login_proxy_max_reconnects: 0`, db.Connect(), seedQueryMySQL, raddr))
+	login := func(want string) {
+		t.Helper()
+		c := dial(t, p.addr, "")
+		c.send("a LOGIN alice secret\r\n")
+		expectPrefix(t, last(c.until("a", 10*time.Second)), want)
+	}
+	login("a OK")
+	// Send alice somewhere nothing listens: the cached row still routes her.
+	db.Exec(t, "UPDATE proxy SET host = '127.0.0.62' WHERE user = 'alice'")
+	login("a OK")
+	rc := redis.NewClient(&redis.Options{Addr: raddr})
+	defer rc.Close()
+	waitFor(t, func() bool {
+		if err := rc.Publish(context.Background(), "doorman:events", "flush").Err(); err != nil {
+			return false
+		}
+		c := dial(t, p.addr, "")
+		c.send("a LOGIN alice secret\r\n")
+		return strings.HasPrefix(last(c.until("a", 10*time.Second)), "a NO [UNAVAILABLE]")
+	}, "after a flush on the events channel the changed row is read")
 }

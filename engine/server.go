@@ -149,12 +149,20 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		s.dbs = append(s.dbs, db)
 	}
 	for _, db := range s.dbs {
-		if r, ok := db.(*route.Redis); ok {
-			if *cfg.AuthPenalty && s.penalty == nil {
-				s.penalty = r
-			}
-			r.Start()
+		r, ok := db.(*route.Redis)
+		if !ok {
+			continue
 		}
+		if *cfg.AuthPenalty && s.penalty == nil {
+			s.penalty = r
+		}
+		// The events channel invalidates the caches in front of sql and ldap too.
+		for _, other := range s.dbs {
+			if c, ok := other.(*route.Cached); ok {
+				r.OnInvalidate(c.Invalidate)
+			}
+		}
+		r.Start()
 	}
 	s.chain = route.NewChain(s.dbs...)
 	workers := cfg.AuthWorkers
@@ -219,10 +227,23 @@ func openPassdb(cfg *Config, p Passdb, log *zap.Logger) (route.Passdb, error) {
 			PoolTimeout:  time.Duration(p.PoolTimeout),
 			PoolSize:     p.PoolSize,
 		})
-	case "sql":
-		return route.NewSQL(p.sqlConfig())
-	case "ldap":
-		return route.NewLDAP(cfg.ldapConfig(&p))
+	case "sql", "ldap":
+		var db route.Passdb
+		var err error
+		if p.Driver == "sql" {
+			db, err = route.NewSQL(p.sqlConfig())
+		} else {
+			db, err = route.NewLDAP(cfg.ldapConfig(&p))
+		}
+		if err != nil {
+			return nil, err
+		}
+		size, err := route.ParseCacheSize(cfg.AuthCacheSize)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		return route.NewCached(db, size, time.Duration(cfg.AuthCacheTTL), time.Duration(cfg.AuthCacheNegativeTTL)), nil
 	}
 	return nil, fmt.Errorf("unknown driver %q", p.Driver)
 }

@@ -44,6 +44,7 @@ type Redis struct {
 	reloadMu    sync.Mutex // serializes writers of vsites
 	reloadEvery time.Duration
 	logf        func(msg string, err error)
+	invalidate  []func() // OnInvalidate hooks
 
 	// Owned by the watcher goroutine (and Start before it runs).
 	lastReload   time.Time

@@ -169,11 +169,24 @@ func (r *Redis) handleEvent(ctx context.Context, payload string) {
 		}
 	case verb == "user" && arg != "":
 		r.cache.drop(arg)
+		r.notifyInvalidate()
 	case verb == "flush" && arg == "":
 		r.cache.flush()
+		r.notifyInvalidate()
 		r.reloadAll(ctx)
 	default:
 		r.log(fmt.Sprintf("ignored message %q on %s", payload, r.EventsChannel()), nil)
+	}
+}
+
+// OnInvalidate registers fn to run (on the watcher goroutine) for every "user" and "flush"
+// message, so caches in front of other passdbs follow the same events. Call it before
+// Start.
+func (r *Redis) OnInvalidate(fn func()) { r.invalidate = append(r.invalidate, fn) }
+
+func (r *Redis) notifyInvalidate() {
+	for _, fn := range r.invalidate {
+		fn()
 	}
 }
 
