@@ -21,6 +21,7 @@ import (
 	"doorman/codec/login"
 	"doorman/codec/sasl"
 	"doorman/engine/relay"
+	"doorman/engine/tlsio"
 	"doorman/route"
 )
 
@@ -333,6 +334,9 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	srv.stats.Relaying.Add(1)
 	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
 	rec := s.record(out.target)
+	// Done lives as long as the session: it must not hold out (and with it the login reply
+	// the relay has long sent), only what it needs.
+	targetAP := out.targetAP
 	s.fe = nil
 	var hold func() time.Duration
 	if sp := srv.spreader; sp != nil {
@@ -343,6 +347,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	var clientTLS *relay.TLS
 	if s.raw != nil {
 		s.raw.SetFD(fd)
+		tlsio.Compact(s.tc) // the ClientHello's buffers, for a client that sends nothing more
 		clientTLS = &relay.TLS{Conn: s.tc, Raw: s.raw}
 		s.tc, s.raw = nil, nil
 	}
@@ -357,7 +362,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		Done: func(st relay.Stats) {
 			srv.unregisterSession(rec) // Done may come before Add returns: see sessions.go
 			if srv.spreader != nil {
-				srv.spreader.ended(out.targetAP)
+				srv.spreader.ended(targetAP)
 			}
 			srv.stats.Relaying.Add(-1)
 			reason := "disconnected"

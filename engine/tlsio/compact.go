@@ -44,9 +44,11 @@ func Compact(c *tls.Conn) bool {
 // CompactEnabled turns Compact off when false: for measuring what it saves.
 var CompactEnabled = true
 
-// compactMin leaves small buffers alone: a session that only ever gets short records
-// would otherwise reallocate on every burst.
-const compactMin = 2048
+// compactMin is 0: every drained buffer goes. A threshold of 2 KiB kept exactly the
+// ClientHello-sized buffers of clients offering X25519MLKEM768 (2 KiB raw input, 1.5 KiB
+// handshake), 2.7 KB of an idle session's 8 KB; the relay only compacts after a drained
+// read, so the cost is one allocation per burst (bench/results/2026-11-22-tls.md).
+const compactMin = 0
 
 var (
 	compactOK                            bool
