@@ -1,0 +1,191 @@
+// Command fakeimap is a fast fake IMAP backend for login-rate benchmarks: every LOGIN
+// and AUTHENTICATE PLAIN succeeds, whatever the user and password, and nothing is
+// stored. It answers what Doorman sends a backend (ID, CAPABILITY, LOGIN or
+// AUTHENTICATE PLAIN with SASL-IR, literals with LITERAL+ or synchronizing) and what a
+// short client session sends after it (NOOP, SELECT, LOGOUT). One goroutine per
+// connection; small buffers.
+//
+//	fakeimap -addr 127.0.0.1:21300
+//
+// It prints `listening ADDR` on stdout once it accepts connections, and on SIGINT or
+// SIGTERM a summary (connections, logins, commands) before it exits.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+)
+
+const greeting = "* OK [CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN] fake ready\r\n"
+
+var conns, logins, commands atomic.Int64
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:21300", "address to listen on")
+	flag.Parse()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fakeimap:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("listening %s\n", ln.Addr())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Printf("connections %d logins %d commands %d\n", conns.Load(), logins.Load(), commands.Load())
+		os.Exit(0)
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			// EMFILE and the like: keep serving.
+			continue
+		}
+		conns.Add(1)
+		go serve(c)
+	}
+}
+
+// serve runs one session until LOGOUT, EOF or an error.
+func serve(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReaderSize(c, 2048)
+	w := bufio.NewWriterSize(c, 2048)
+	w.WriteString(greeting)
+	if w.Flush() != nil {
+		return
+	}
+	for {
+		line, err := readCommand(r, w)
+		if err != nil {
+			return
+		}
+		commands.Add(1)
+		tag, rest, _ := bytes.Cut(line, []byte(" "))
+		verb, args, _ := bytes.Cut(rest, []byte(" "))
+		t := string(tag)
+		switch string(bytes.ToUpper(verb)) {
+		case "ID":
+			w.WriteString(`* ID ("name" "fakeimap")` + "\r\n" + t + " OK ID completed.\r\n")
+		case "CAPABILITY":
+			w.WriteString("* CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN\r\n" + t + " OK Capability completed.\r\n")
+		case "LOGIN":
+			logins.Add(1)
+			w.WriteString(t + " OK [CAPABILITY IMAP4rev1 ID LITERAL+ IDLE] Logged in\r\n")
+		case "AUTHENTICATE":
+			if _, ir, ok := bytes.Cut(args, []byte(" ")); !ok || len(ir) == 0 {
+				// No SASL-IR: ask for the response and read it.
+				w.WriteString("+ \r\n")
+				if w.Flush() != nil {
+					return
+				}
+				if _, err := readLine(r); err != nil {
+					return
+				}
+			}
+			logins.Add(1)
+			w.WriteString(t + " OK [CAPABILITY IMAP4rev1 ID LITERAL+ IDLE] Logged in\r\n")
+		case "NOOP":
+			w.WriteString(t + " OK NOOP completed.\r\n")
+		case "SELECT", "EXAMINE":
+			w.WriteString("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n" +
+				"* 0 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1] UIDs valid\r\n* OK [UIDNEXT 1] Predicted next UID\r\n" +
+				t + " OK [READ-WRITE] Select completed.\r\n")
+		case "LOGOUT":
+			w.WriteString("* BYE Logging out\r\n" + t + " OK Logout completed.\r\n")
+			w.Flush()
+			return
+		default:
+			w.WriteString(t + " BAD Unknown command.\r\n")
+		}
+		// Flush only when no more pipelined input is waiting.
+		if r.Buffered() == 0 {
+			if w.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// readCommand reads one command line, literals included (their contents are kept in
+// place of the {n} marker, which is good enough for this server). A synchronizing
+// literal gets its `+` first.
+func readCommand(r *bufio.Reader, w *bufio.Writer) ([]byte, error) {
+	var out []byte
+	for {
+		line, err := readLine(r)
+		if err != nil {
+			return nil, err
+		}
+		n, sync, ok := literal(line)
+		if !ok {
+			return append(out, line...), nil
+		}
+		out = append(out, line[:bytes.LastIndexByte(line, '{')]...)
+		if sync {
+			w.WriteString("+ OK\r\n")
+			if err := w.Flush(); err != nil {
+				return nil, err
+			}
+		}
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		out = append(out, buf...)
+	}
+}
+
+// readLine reads a line without its CRLF.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		// A long line: gather it.
+		buf := append([]byte(nil), line...)
+		for err == bufio.ErrBufferFull {
+			line, err = r.ReadSlice('\n')
+			buf = append(buf, line...)
+		}
+		line = buf
+	}
+	if err != nil {
+		return nil, err
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	return append([]byte(nil), line...), nil
+}
+
+// literal reports whether line ends in {n} or {n+}.
+func literal(line []byte) (n int, sync, ok bool) {
+	if len(line) < 3 || line[len(line)-1] != '}' {
+		return 0, false, false
+	}
+	i := bytes.LastIndexByte(line, '{')
+	if i < 0 {
+		return 0, false, false
+	}
+	num := line[i+1 : len(line)-1]
+	sync = true
+	if len(num) > 0 && (num[len(num)-1] == '+' || num[len(num)-1] == '-') {
+		num, sync = num[:len(num)-1], false
+	}
+	v, err := strconv.Atoi(string(num))
+	if err != nil || v < 0 || v > 1<<20 {
+		return 0, false, false
+	}
+	return v, sync, true
+}

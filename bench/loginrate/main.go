@@ -1,0 +1,328 @@
+// Command loginrate measures IMAP logins per second: -workers concurrent workers, each
+// looping connect → greeting → `a LOGIN user pass` → tagged OK → `b LOGOUT` → tagged OK
+// (or EOF) → close. Users come from -users (lines `user:password` or `user password`).
+//
+//	loginrate -addr 127.0.0.1:21301 -users users.txt -workers 64 -pass \
+//	          -source-ips 127.0.2.1-127.0.2.100
+//
+// With -pass each user logs in exactly once, in file order (the first -n users), and the
+// run ends when every one has been tried (or at -duration): a pass over a cold auth cache
+// counts only first logins, and a second pass measures the warm cache. Without -pass the
+// workers loop over the users round robin until -duration ends.
+//
+// Connections come from -source-ips round robin, each bound with IP_BIND_ADDRESS_NO_PORT
+// so the port is chosen per destination: the client end of a closed connection waits in
+// TIME_WAIT, and many source addresses keep that from running out of ports. -linger0
+// closes with SO_LINGER 0 instead (an RST, no TIME_WAIT).
+//
+// Output: on stdout one line
+//
+//	RESULT logins=N errors=E secs=S rate=R p50_ms=… p90_ms=… p99_ms=… max_ms=… cpu_s=…
+//
+// (rate = successful logins / seconds from the first connect to the last close; the
+// latencies are connect → tagged OK of LOGIN; cpu_s is this process's own CPU), then the errors by reason, if any.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h).
+const ipBindAddressNoPort = 24
+
+type account struct{ user, pass string }
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	addr := flag.String("addr", "127.0.0.1:1143", "IMAP address")
+	usersFile := flag.String("users", "", "file of `user:password` lines (or `user password`)")
+	n := flag.Int("n", 0, "use only the first n users (0: all)")
+	workers := flag.Int("workers", 32, "concurrent sessions")
+	pass := flag.Bool("pass", false, "one login per user, in file order, then stop")
+	duration := flag.Duration("duration", 30*time.Second, "run length (with -pass: an upper limit)")
+	sourceIPs := flag.String("source-ips", "", "client source addresses, round robin: a range 127.0.2.1-127.0.2.100 and/or a comma list")
+	linger0 := flag.Bool("linger0", false, "close with SO_LINGER 0 (RST, no TIME_WAIT)")
+	timeout := flag.Duration("timeout", 10*time.Second, "limit for each session")
+	flag.Parse()
+
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "loginrate: "+format+"\n", a...)
+		return 2
+	}
+	if *usersFile == "" {
+		return fail("-users is required")
+	}
+	accts, err := readUsers(*usersFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if *n > 0 && *n < len(accts) {
+		accts = accts[:*n]
+	}
+	if len(accts) == 0 {
+		return fail("no users in %s", *usersFile)
+	}
+	srcs, err := parseSourceIPs(*sourceIPs)
+	if err != nil {
+		return fail("-source-ips: %v", err)
+	}
+
+	var (
+		next    atomic.Int64 // next user index (and source address)
+		ok      atomic.Int64
+		mu      sync.Mutex
+		errs    = map[string]int{}
+		lats    = make([][]time.Duration, *workers)
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+		started = time.Now()
+	)
+	deadline := started.Add(*duration)
+	time.AfterFunc(*duration, func() { stop.Store(true) })
+	for w := range *workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 0, 256)
+			for !stop.Load() {
+				i := next.Add(1) - 1
+				if *pass && i >= int64(len(accts)) {
+					return
+				}
+				a := accts[i%int64(len(accts))]
+				var d net.Dialer
+				d.Timeout = *timeout
+				if len(srcs) > 0 {
+					d.LocalAddr = &net.TCPAddr{IP: srcs[i%int64(len(srcs))].AsSlice()}
+					d.Control = noPort
+				}
+				lat, err := session(&d, *addr, a, *timeout, *linger0, &buf)
+				if err != nil {
+					mu.Lock()
+					errs[err.Error()]++
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+				lats[w] = append(lats[w], lat)
+			}
+		}()
+	}
+	wg.Wait()
+	end := time.Now()
+	if end.After(deadline) && *pass && next.Load() < int64(len(accts)) {
+		fmt.Fprintf(os.Stderr, "loginrate: -duration ended the pass after %d of %d users\n", next.Load(), len(accts))
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		k := int(p * float64(len(all)-1))
+		return float64(all[k]) / float64(time.Millisecond)
+	}
+	nerr := 0
+	for _, c := range errs {
+		nerr += c
+	}
+	secs := end.Sub(started).Seconds()
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	fmt.Printf("RESULT logins=%d errors=%d secs=%.3f rate=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f cpu_s=%.2f\n",
+		ok.Load(), nerr, secs, float64(ok.Load())/secs, pct(0.50), pct(0.90), pct(0.99), pct(1), cpu.Seconds())
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Printf("error %d × %s\n", errs[k], k)
+	}
+	return 0
+}
+
+func noPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// session runs one connect → LOGIN → LOGOUT → close and returns the login latency.
+func session(d *net.Dialer, addr string, a account, timeout time.Duration, linger0 bool, buf *[]byte) (time.Duration, error) {
+	t0 := time.Now()
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return 0, fmt.Errorf("connect: %s", errText(err))
+	}
+	tc := c.(*net.TCPConn)
+	defer func() {
+		if linger0 {
+			tc.SetLinger(0)
+		}
+		tc.Close()
+	}()
+	tc.SetDeadline(t0.Add(timeout))
+	r := bufio.NewReaderSize(tc, 1024)
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, fmt.Errorf("greeting: %s", errText(err))
+	}
+	if !bytes.HasPrefix(line, []byte("* OK")) {
+		return 0, fmt.Errorf("greeting: %q", clip(line))
+	}
+	b := (*buf)[:0]
+	b = append(b, "a LOGIN "...)
+	b = appendQuoted(b, a.user)
+	b = append(b, ' ')
+	b = appendQuoted(b, a.pass)
+	b = append(b, "\r\n"...)
+	*buf = b
+	if _, err := tc.Write(b); err != nil {
+		return 0, fmt.Errorf("LOGIN write: %s", errText(err))
+	}
+	if err := tagged(r, "a "); err != nil {
+		return 0, fmt.Errorf("LOGIN: %w", err)
+	}
+	lat := time.Since(t0)
+	if _, err := tc.Write([]byte("b LOGOUT\r\n")); err != nil {
+		return 0, fmt.Errorf("LOGOUT write: %s", errText(err))
+	}
+	if err := tagged(r, "b "); err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("LOGOUT: %w", err)
+	}
+	return lat, nil
+}
+
+// tagged reads up to the line with tag and fails unless it says OK.
+func tagged(r *bufio.Reader, tag string) error {
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.EOF
+			}
+			return errors.New(errText(err))
+		}
+		if !bytes.HasPrefix(line, []byte(tag)) {
+			continue
+		}
+		if bytes.HasPrefix(line[len(tag):], []byte("OK")) {
+			return nil
+		}
+		return fmt.Errorf("%q", clip(line))
+	}
+}
+
+func clip(b []byte) string {
+	s := strings.TrimRight(string(b), "\r\n")
+	if len(s) > 80 {
+		s = s[:80]
+	}
+	return s
+}
+
+func appendQuoted(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
+}
+
+// errText shortens network errors to their cause, so they group well.
+func errText(err error) string {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	var se syscall.Errno
+	if errors.As(err, &se) {
+		return se.Error()
+	}
+	if errors.Is(err, io.EOF) {
+		return "EOF"
+	}
+	return err.Error()
+}
+
+func readUsers(path string) ([]account, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []account
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		u, p, ok := strings.Cut(line, ":")
+		if !ok {
+			u, p, ok = strings.Cut(line, " ")
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: bad line %q", path, line)
+		}
+		out = append(out, account{u, p})
+	}
+	return out, sc.Err()
+}
+
+// parseSourceIPs reads "127.0.2.1-127.0.2.100,127.0.3.1" into a list of addresses.
+func parseSourceIPs(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(lo)
+		if err != nil {
+			return nil, err
+		}
+		if !isRange {
+			out = append(out, a)
+			continue
+		}
+		b, err := netip.ParseAddr(hi)
+		if err != nil {
+			return nil, err
+		}
+		for x := a; x.Compare(b) <= 0; x = x.Next() {
+			out = append(out, x)
+			if len(out) > 1<<16 {
+				return nil, errors.New("range too large")
+			}
+		}
+	}
+	return out, nil
+}
