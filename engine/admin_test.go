@@ -408,6 +408,11 @@ func TestSessionsAndKick(t *testing.T) {
 		}
 		return v.Sessions
 	}
+	// The relay writes the prefixes on its own thread: wait until they are counted.
+	waitFor(t, func() bool {
+		all := list("")
+		return len(all) == 3 && all[0].ToBackend == 28
+	}, "the relay has written s1's prefix")
 	all := list("")
 	if len(all) != 3 || all[0].ID != "s1" || all[1].ID != "s2" || all[2].ID != "s3" {
 		t.Fatalf("all sessions: %+v", all)

@@ -182,6 +182,14 @@ type LocalName struct {
 type Passdb struct {
 	Driver string `yaml:"driver"`
 
+	// Dovecot's chain settings (route.Link): skip = never | authenticated |
+	// unauthenticated; result_* = return-ok | return | return-fail | continue |
+	// continue-ok | continue-fail. Empty: Dovecot's defaults.
+	Skip               string `yaml:"skip"`
+	ResultSuccess      string `yaml:"result_success"`      // default return-ok
+	ResultFailure      string `yaml:"result_failure"`      // default continue
+	ResultInternalFail string `yaml:"result_internalfail"` // default continue
+
 	// passwd-file
 	Path          string `yaml:"path"`
 	DefaultScheme string `yaml:"default_scheme"`
@@ -523,6 +531,18 @@ func (c *Config) Validate() error {
 			add(path+".driver", "is required")
 		default:
 			add(path+".driver", "unknown driver %q (supported: passwd-file, redis, sql, ldap)", p.Driver)
+		}
+		if _, err := route.ParseSkip(p.Skip); err != nil {
+			add(path+".skip", "%v", err)
+		}
+		for _, r := range []struct{ key, v string }{
+			{"result_success", p.ResultSuccess},
+			{"result_failure", p.ResultFailure},
+			{"result_internalfail", p.ResultInternalFail},
+		} {
+			if _, err := route.ParseAction(r.v); err != nil {
+				add(path+"."+r.key, "%v", err)
+			}
 		}
 	}
 	for i, n := range c.LoginTrustedNetworks {

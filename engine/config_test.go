@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"doorman/engine/testenv"
+	"doorman/route"
 )
 
 // The configuration shown in the README must parse exactly as written (tooling outside the
@@ -170,5 +171,49 @@ func TestIsOwnListener(t *testing.T) {
 		if got := srv.isOwnListener(netip.MustParseAddrPort(target)); got != want {
 			t.Errorf("%s: %v, want %v", target, got, want)
 		}
+	}
+}
+
+func TestConfigPassdbChainSettings(t *testing.T) {
+	const head = "listeners:\n  - {name: imap, protocol: imap, address: \"127.0.0.1:1143\"}\npassdb:\n"
+	yml := head +
+		"  - {driver: redis, addrs: [\"127.0.0.1:6379\"], result_success: continue-ok, result_failure: return-fail, result_internalfail: return}\n" +
+		"  - {driver: redis, addrs: [\"127.0.0.1:6380\"], skip: unauthenticated, result_success: continue-fail}\n" +
+		"  - {driver: redis, addrs: [\"127.0.0.1:6381\"], skip: never, result_internalfail: return-ok, result_failure: continue}\n"
+	cfg, err := ParseConfig([]byte(yml), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []route.Link{
+		{ResultSuccess: route.ActionContinueOK, ResultFailure: route.ActionReturnFail, ResultInternalFail: route.ActionReturn},
+		{Skip: route.SkipUnauthenticated, ResultSuccess: route.ActionContinueFail},
+		{ResultInternalFail: route.ActionReturnOK, ResultFailure: route.ActionContinue},
+	}
+	for i, p := range cfg.Passdb {
+		l, err := chainLink(p, nil)
+		if err != nil || l != want[i] {
+			t.Errorf("passdb[%d]: %+v, %v; want %+v", i, l, err, want[i])
+		}
+	}
+
+	yml = head +
+		"  - {driver: redis, addrs: [\"127.0.0.1:6379\"]}\n" +
+		"  - {driver: redis, addrs: [\"127.0.0.1:6380\"], skip: always, result_success: ok, result_failure: Continue, result_internalfail: continue_ok}\n"
+	_, err = ParseConfig([]byte(yml), t.TempDir())
+	if err == nil {
+		t.Fatal("bad chain settings accepted")
+	}
+	for _, w := range []string{
+		`passdb[1].skip: unknown value "always"`,
+		`passdb[1].result_success: unknown value "ok" (return-ok, return, return-fail, continue, continue-ok, continue-fail)`,
+		`passdb[1].result_failure: unknown value "Continue"`,
+		`passdb[1].result_internalfail: unknown value "continue_ok"`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	if strings.Contains(err.Error(), "passdb[0]") {
+		t.Errorf("passdb[0] reported:\n%v", err)
 	}
 }

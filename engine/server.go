@@ -164,7 +164,14 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		}
 		r.Start()
 	}
-	s.chain = route.NewChain(s.dbs...)
+	links := make([]route.Link, len(s.dbs))
+	for i, db := range s.dbs {
+		if links[i], err = chainLink(cfg.Passdb[i], db); err != nil {
+			s.closePassdbs()
+			return nil, fmt.Errorf("passdb[%d]: %w", i, err)
+		}
+	}
+	s.chain = route.NewChainWith(links...)
 	workers := cfg.AuthWorkers
 	if workers <= 0 {
 		workers = runtime.NumCPU()
@@ -192,6 +199,25 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		Sieve:          cfg.ManagesieveSieveCapability,
 		Notify:         cfg.ManagesieveNotifyCapability}
 	return s, nil
+}
+
+// chainLink is db with the chain settings of its configuration (skip, result_*).
+func chainLink(p Passdb, db route.Passdb) (route.Link, error) {
+	l := route.Link{DB: db}
+	var err error
+	if l.Skip, err = route.ParseSkip(p.Skip); err != nil {
+		return l, fmt.Errorf("skip: %w", err)
+	}
+	if l.ResultSuccess, err = route.ParseAction(p.ResultSuccess); err != nil {
+		return l, fmt.Errorf("result_success: %w", err)
+	}
+	if l.ResultFailure, err = route.ParseAction(p.ResultFailure); err != nil {
+		return l, fmt.Errorf("result_failure: %w", err)
+	}
+	if l.ResultInternalFail, err = route.ParseAction(p.ResultInternalFail); err != nil {
+		return l, fmt.Errorf("result_internalfail: %w", err)
+	}
+	return l, nil
 }
 
 func openPassdb(cfg *Config, p Passdb, log *zap.Logger) (route.Passdb, error) {
