@@ -74,7 +74,6 @@ type session struct {
 	tc          *tls.Conn
 	raw         *tlsio.Conn
 	plain       []byte             // decrypted client bytes the codec has not consumed
-	implicitTLS bool               // the listener's ssl=yes: the greeting follows the handshake
 	hsCancel    context.CancelFunc // ends the handshake goroutine; nil until it starts
 	flushQueued atomic.Bool        // a flush of handshake output is queued on the loop
 
@@ -136,7 +135,7 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 	}
 	if lst.SSL {
 		s.id = sessionID(s.started, remote)
-		s.startTLS(true)
+		s.startTLS()
 		return nil, gnet.None // the greeting follows the handshake
 	}
 	return s.begin(), gnet.None
@@ -288,7 +287,7 @@ func (s *session) do(actions []login.Action) gnet.Action {
 				_, _ = s.c.Discard(n)
 				s.logf(zap.InfoLevel, "dropped plaintext pipelined after STARTTLS", zap.Int("bytes", n))
 			}
-			s.startTLS(false)
+			s.startTLS()
 			return gnet.None
 		}
 	}
@@ -431,7 +430,7 @@ func (s *session) onHeader() gnet.Action {
 		s.logf(zap.DebugLevel, "PROXY header", zap.String("authority", pi.authority), zap.String("lb_id", pi.uniqueID))
 	}
 	if s.lst.SSL {
-		s.startTLS(true)
+		s.startTLS()
 	} else {
 		_, _ = c.Write(s.begin())
 	}

@@ -22,11 +22,10 @@ import (
 // startTLS begins the handshake of an implicit-TLS connection or after STARTTLS. The
 // goroutine starts with the client's first bytes, so a connection that sends nothing
 // costs none.
-func (s *session) startTLS(implicit bool) {
+func (s *session) startTLS() {
 	el := s.c.EventLoop()
 	s.raw = tlsio.NewBuffered(s.c.LocalAddr(), s.c.RemoteAddr(), func() { s.queueFlush(el) })
 	s.tc = tls.Server(s.raw, s.srv.tls.server)
-	s.implicitTLS = implicit
 	s.stage = StageTLS
 	s.loop.touch(s) // login_timeout covers a stalled handshake too
 }
@@ -104,11 +103,14 @@ func (s *session) handshakeDone(err error) {
 		return
 	}
 	s.raw.SetLoop()
+	// From now on the loop sends what TLS queues after each step (flushTLS): a wake-up per
+	// write would only queue a redundant task on the loop.
+	s.raw.SetWake(nil)
 	st := s.tc.ConnectionState()
 	s.logf(zap.DebugLevel, "TLS established", zap.String("tls_version", tls.VersionName(st.Version)),
 		zap.String("cipher", tls.CipherSuiteName(st.CipherSuite)), zap.String("sni", st.ServerName),
 		zap.Bool("resumed", st.DidResume))
-	if s.implicitTLS {
+	if s.lst.SSL { // implicit TLS: the greeting follows the handshake
 		s.write(s.begin())
 	} else {
 		s.stage = StageAuth
@@ -184,7 +186,9 @@ func (s *session) tlsInput() gnet.Action {
 		return gnet.None
 	}
 	s.loop.touch(s)
-	if err := s.readTLS(); err != nil {
+	err := s.readTLS()
+	s.flushTLS() // what crypto/tls wrote while reading (a KeyUpdate answer)
+	if err != nil {
 		s.endedBy, s.reason = "client", "TLS: "+err.Error()
 		if err == io.EOF {
 			s.reason = "disconnected"

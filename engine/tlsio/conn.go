@@ -102,6 +102,14 @@ func (c *Conn) SetLoop() {
 	c.mu.Unlock()
 }
 
+// SetWake replaces the function Write calls after queueing; nil for none (an event loop
+// that sends the queue itself after each step needs no wake-up).
+func (c *Conn) SetWake(wake func()) {
+	c.mu.Lock()
+	c.wake = wake
+	c.mu.Unlock()
+}
+
 // SetFD switches to FD mode over a non-blocking socket the caller owns (Close does not
 // close it). Bytes still Fed and unread are read first; queued output stays queued for Flush.
 // In Net mode the net.Conn is forgotten, not closed: the caller has duplicated its socket.

@@ -601,3 +601,15 @@ func TestFDReadAfterCloseAndPutInOrder(t *testing.T) {
 		t.Fatalf("a socket error must not look temporary to crypto/tls, and keep its errno: %v", err)
 	}
 }
+
+func TestSetWakeNil(t *testing.T) {
+	var woke atomic.Int32
+	c := NewBuffered(nil, nil, func() { woke.Add(1) })
+	c.Write([]byte("a"))
+	c.SetLoop()
+	c.SetWake(nil)
+	c.Write([]byte("b"))
+	if woke.Load() != 1 || string(c.Take()) != "ab" {
+		t.Fatalf("wake calls %d, queue must hold both writes", woke.Load())
+	}
+}
