@@ -150,9 +150,17 @@ type Config struct {
 	SSLClientCert string `yaml:"ssl_client_cert"`
 	SSLClientKey  string `yaml:"ssl_client_key"`
 
+	// shutdown_timeout: after SIGTERM, how long relayed sessions may go on by themselves
+	// once the listeners are closed (Doorman; default 30s); shutdown_spread: the sessions
+	// still open then are disconnected spread over this long, so their clients do not
+	// all reconnect elsewhere at once (default 30s).
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	ShutdownSpread  Duration `yaml:"shutdown_spread"`
+
 	Relay RelayConfig `yaml:"relay"`
 	Log   LogConfig   `yaml:"log"`
 	Admin AdminConfig `yaml:"admin"`
+	Fleet FleetConfig `yaml:"fleet"`
 
 	// dir is where the file was read from; relative paths in it resolve against it.
 	dir string
@@ -443,6 +451,13 @@ func (c *Config) Defaults() {
 	if c.SSLHandshakeTimeout == 0 {
 		c.SSLHandshakeTimeout = Duration(30 * time.Second)
 	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = Duration(30 * time.Second)
+	}
+	if c.ShutdownSpread == 0 {
+		c.ShutdownSpread = Duration(30 * time.Second)
+	}
+	c.defaultsFleet()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -629,6 +644,7 @@ func (c *Config) Validate() error {
 		add("relay", "workers and pipe_size must not be negative")
 	}
 	c.validateAdmin(add)
+	c.validateFleet(add)
 	return errors.Join(errs...)
 }
 

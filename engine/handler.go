@@ -339,6 +339,8 @@ type endRecord struct {
 	loginAt  time.Duration
 	in, out  int64
 	lbID     string
+	vsite    string // the passdb's vsite=, for fleet kicks and the fleet view
+	directed bool   // the backend was chosen by the director (consistent hashing)
 }
 
 func (s *session) record(target string) *endRecord {

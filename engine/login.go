@@ -57,6 +57,8 @@ type loginOutcome struct {
 	reason     string // for the log when the login failed
 	target     string
 	targetAP   netip.AddrPort
+	vsite      string // the passdb's vsite=
+	directed   bool   // the director chose the backend
 }
 
 // startLogin runs on the loop: it leaves the command phase and hands the credentials to a
@@ -334,6 +336,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	srv.stats.Relaying.Add(1)
 	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
 	rec := s.record(out.target)
+	rec.vsite, rec.directed = out.vsite, out.directed
 	// Done lives as long as the session: it must not hold out (and with it the login reply
 	// the relay has long sent), only what it needs.
 	targetAP := out.targetAP
@@ -361,6 +364,11 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		HoldClient: hold,
 		Done: func(st relay.Stats) {
 			srv.unregisterSession(rec) // Done may come before Add returns: see sessions.go
+			srv.stats.RelayToBackend.Add(st.ToBackend)
+			srv.stats.RelayToClient.Add(st.ToClient)
+			if rec.directed {
+				srv.director.ended(rec)
+			}
 			if srv.spreader != nil {
 				srv.spreader.ended(targetAP)
 			}
@@ -548,7 +556,21 @@ func (srv *Server) login(ctx context.Context, req *loginRequest) *loginOutcome {
 	if res.Entry != nil {
 		fields = res.Entry.Fields
 	}
-	return srv.proxyLogin(ctx, req, out, p, fields)
+	out.vsite = fields["vsite"]
+	if p.Host == "" && p.HostIP == "" && srv.director != nil {
+		// No host: the director assigns one of the site's backends (director.go).
+		ok, err := srv.director.assign(ctx, out.user, fields, &p)
+		if err != nil {
+			return fail(login.AuthUnavailable, "director: "+err.Error())
+		}
+		out.directed = ok
+	}
+	out = srv.proxyLogin(ctx, req, out, p, fields)
+	if out.backendFD >= 0 {
+		// A kick of this user that this host missed ends its older sessions now.
+		srv.fleet.loginCheck(ctx, out.user)
+	}
+	return out
 }
 
 // delayUntilWait is how long delay_until=<until>+<jitter> holds a successful login, as

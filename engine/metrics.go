@@ -33,6 +33,10 @@ func (srv *Server) appendMetrics(b []byte) []byte {
 	m.one("doorman_relay_pipe_resize_failures_total", "counter", "Pipes the kernel kept at their default size.", rc.PipesResizeFailed)
 	m.one("doorman_relay_panics_total", "counter", "Panics recovered in relay workers (each closed its session).", rc.Panics)
 
+	srv.fleet.appendMetrics(&m)
+	srv.director.appendMetrics(&m)
+	srv.watchdog.appendMetrics(&m)
+
 	rt := [...]metrics.Sample{
 		{Name: "/sched/goroutines:goroutines"},
 		{Name: "/memory/classes/heap/objects:bytes"},

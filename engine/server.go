@@ -68,6 +68,10 @@ type Server struct {
 
 	sessions sessionRegistry // relayed sessions, for the admin API
 	admin    *adminServer    // nil when admin.address is unset
+
+	fleet    *fleet    // fleet view and kicks (fleet.go); nil when off
+	watchdog *watchdog // site watchdog (watchdog.go); nil when off
+	director *director // consistent-hashing assignment (director.go); nil when off
 }
 
 // Counters are the process's running totals, read with Server.Counters.
@@ -78,6 +82,9 @@ type Counters struct {
 	LoginsOK     atomic.Int64
 	LoginsFailed atomic.Int64
 	Kicked       atomic.Int64 // relayed sessions kicked through the admin API
+
+	RelayToBackend atomic.Int64 // relayed bytes of ended sessions, client to backend
+	RelayToClient  atomic.Int64 // and backend to client
 }
 
 type listener struct {
@@ -148,6 +155,7 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		}
 		s.dbs = append(s.dbs, db)
 	}
+	fleetOpened := false
 	for _, db := range s.dbs {
 		r, ok := db.(*route.Redis)
 		if !ok {
@@ -155,6 +163,14 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		}
 		if *cfg.AuthPenalty && s.penalty == nil {
 			s.penalty = r
+		}
+		if !fleetOpened {
+			// The first redis passdb carries the fleet: its hooks go in before Start.
+			fleetOpened = true
+			if err := s.openFleet(r); err != nil {
+				s.closePassdbs()
+				return nil, err
+			}
 		}
 		// The events channel invalidates the caches in front of sql and ldap too.
 		for _, other := range s.dbs {
@@ -199,6 +215,20 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		Sieve:          cfg.ManagesieveSieveCapability,
 		Notify:         cfg.ManagesieveNotifyCapability}
 	return s, nil
+}
+
+// openFleet builds the fleet parts on the first redis passdb, each only when configured.
+func (s *Server) openFleet(r *route.Redis) (err error) {
+	if s.fleet, err = newFleet(s, r); err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
+	if s.director, err = newDirector(s, r); err != nil {
+		return fmt.Errorf("fleet.director_site: %w", err)
+	}
+	if s.watchdog, err = newWatchdog(s, r); err != nil {
+		return fmt.Errorf("fleet.watchdog: %w", err)
+	}
+	return nil
 }
 
 // chainLink is db with the chain settings of its configuration (skip, result_*).
@@ -347,6 +377,8 @@ func (s *Server) Start() (err error) {
 		return err
 	}
 	go s.ticker()
+	s.fleet.start()
+	s.watchdog.start()
 	for _, l := range s.cfg.Listeners {
 		s.log.Info("listening", zap.String("listener", l.Name), zap.String("protocol", l.Protocol), zap.String("address", l.Address))
 	}
@@ -357,6 +389,8 @@ func (s *Server) Start() (err error) {
 func (s *Server) Stop(ctx context.Context) error {
 	close(s.tickStop)
 	err := s.stopAdmin(ctx) // first: no kick may race the relay's Close
+	s.watchdog.stop(ctx)
+	s.fleet.stop(ctx)
 	if s.eng.Validate() == nil {
 		if e := s.eng.Stop(ctx); err == nil {
 			err = e

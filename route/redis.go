@@ -45,6 +45,8 @@ type Redis struct {
 	reloadEvery time.Duration
 	logf        func(msg string, err error)
 	invalidate  []func() // OnInvalidate hooks
+	events      map[string]func(arg string) // OnEvent hooks, by verb
+	resubscribe []func()                    // OnResubscribe hooks
 
 	// Owned by the watcher goroutine (and Start before it runs).
 	lastReload   time.Time

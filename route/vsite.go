@@ -72,12 +72,30 @@ func (r *Redis) withVsite(e *Entry) (*Entry, error) {
 			fields[k] = v
 		}
 	}
+	// A vsite's delay_until (set when the vsite moves: doormanctl restore, a move of
+	// the vsite) holds its users' new logins like their own would; the later one wins.
+	if v, ok := vs["delay_until"]; ok {
+		if own, ok := fields["delay_until"]; !ok || laterDelay(v, own) {
+			fields["delay_until"] = v
+		}
+	}
 	if _, ok := fields["proxy_maybe"]; !ok {
 		if _, ok := fields["proxy"]; !ok {
 			fields["proxy"] = ""
 		}
 	}
 	return &Entry{User: e.User, Password: e.Password, Fields: fields}, nil
+}
+
+// laterDelay says whether delay_until value a ends after b; an unreadable a never wins
+// (an unreadable b is reported by the login that reads it).
+func laterDelay(a, b string) bool {
+	ta, ja, err := parseDelayUntil(a)
+	if err != nil {
+		return false
+	}
+	tb, jb, err := parseDelayUntil(b)
+	return err != nil || ta.Add(ja).After(tb.Add(jb))
 }
 
 // ReloadVsites reads every vsite and replaces the table. On error the old
@@ -174,10 +192,27 @@ func (r *Redis) handleEvent(ctx context.Context, payload string) {
 		r.cache.flush()
 		r.notifyInvalidate()
 		r.reloadAll(ctx)
+	case r.events[verb] != nil:
+		r.events[verb](arg)
 	default:
 		r.log(fmt.Sprintf("ignored message %q on %s", payload, r.EventsChannel()), nil)
 	}
 }
+
+// OnEvent registers fn for the messages "<verb> <arg>" on the events channel (for
+// example "kick user alice"); fn runs on the watcher goroutine and must be quick. The
+// verbs vsite, user and flush are the passdb's own. Call it before Start.
+func (r *Redis) OnEvent(verb string, fn func(arg string)) {
+	if r.events == nil {
+		r.events = map[string]func(string){}
+	}
+	r.events[verb] = fn
+}
+
+// OnResubscribe registers fn to run (on the watcher goroutine) each time the events
+// subscription comes back after it was lost: messages published meanwhile are gone, so
+// whatever they carried must be read again (kick records, for one). Call it before Start.
+func (r *Redis) OnResubscribe(fn func()) { r.resubscribe = append(r.resubscribe, fn) }
 
 // OnInvalidate registers fn to run (on the watcher goroutine) for every "user" and "flush"
 // message, so caches in front of other passdbs follow the same events. Call it before
@@ -281,6 +316,9 @@ func (r *Redis) watchOnce(ctx context.Context, first *bool) bool {
 					// Messages published while we were away are lost.
 					r.cache.flush()
 					r.log("events subscription restored; reloading vsites and flushing the auth cache", nil)
+					for _, fn := range r.resubscribe {
+						fn()
+					}
 				}
 				*first = false
 				r.watchFailing = false

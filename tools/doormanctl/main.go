@@ -66,13 +66,29 @@ const (
 	exitUsage = 2
 )
 
-const usage = `usage: doormanctl [-redis ADDR[,ADDR...]] [-master-name NAME] [-prefix doorman:] COMMAND
+var usage = `usage: doormanctl [-redis ADDR[,ADDR...]] [-master-name NAME] [-prefix doorman:] COMMAND
 commands:
   import [-format passwd|csv] [-merge] [-default-scheme CRYPT] FILE
   vsite set ID host=H [port=P] [ssl=yes] [site=S] [key=value ...]
   route USER
   user flush USER
 `
+
+// command is a subcommand that lives in its own file and registers itself (init) with
+// register: its usage lines join the usage text.
+type command struct {
+	usage string // "name args...", one or more lines without the leading spaces
+	run   func(ctx context.Context, c *ctl, args []string) error
+}
+
+var commands = map[string]*command{}
+
+func register(name string, cmd *command) {
+	commands[name] = cmd
+	for _, l := range strings.Split(strings.TrimRight(cmd.usage, "\n"), "\n") {
+		usage += "  " + l + "\n"
+	}
+}
 
 // ctl is one invocation: the client, the key prefix and where output goes.
 type ctl struct {
@@ -145,6 +161,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err == nil {
 			fmt.Fprintf(stdout, "published %q on %s\n", "user "+rest[1], c.eventsChannel())
 		}
+	case commands[cmd] != nil:
+		err = commands[cmd].run(ctx, c, rest)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage
