@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,31 +29,41 @@ const (
 // DefaultKickRecordTTL is how long a kick's backstop record lives.
 const DefaultKickRecordTTL = 10 * time.Minute
 
-// Client is the Redis client behind the passdb, for the fleet's own keys.
-func (r *Redis) Client() redis.UniversalClient { return r.client }
+// Fleet is the fleet's records in the Redis of a passdb: session records, kicks, sites,
+// director assignments. Its methods live in the files of each part (kick.go, ...).
+type Fleet struct {
+	c      redis.UniversalClient
+	prefix string
+}
 
-// Prefix is the passdb's key_prefix.
-func (r *Redis) Prefix() string { return r.prefix }
+// Fleet returns the fleet records kept in this passdb's Redis, under its key_prefix.
+func (r *Redis) Fleet() *Fleet { return &Fleet{c: r.client, prefix: r.prefix} }
+
+// Prefix is the key_prefix.
+func (f *Fleet) Prefix() string { return f.prefix }
+
+// EventsChannel is <prefix>events.
+func (f *Fleet) EventsChannel() string { return f.prefix + "events" }
 
 // KickKey is the backstop record of a kick.
-func KickKey(prefix, kind, value string) string { return prefix + "kick:" + kind + ":" + value }
+func (f *Fleet) KickKey(kind, value string) string { return f.prefix + "kick:" + kind + ":" + value }
 
 // Kick records a kick of kind/value at time at (its backstop, for ttl) and publishes it.
 // It returns how many subscribers received the message.
-func Kick(ctx context.Context, c redis.UniversalClient, prefix, kind, value string, at time.Time, ttl time.Duration) (int64, error) {
+func (f *Fleet) Kick(ctx context.Context, kind, value string, at time.Time, ttl time.Duration) (int64, error) {
 	switch kind {
 	case KickUser, KickBackend, KickVsite:
 	default:
 		return 0, fmt.Errorf("route: unknown kick kind %q", kind)
 	}
-	if value == "" {
-		return 0, fmt.Errorf("route: kick %s: empty value", kind)
+	if value == "" || strings.ContainsAny(value, " \t\r\n") {
+		return 0, fmt.Errorf("route: kick %s: bad value %q", kind, value)
 	}
 	if ttl <= 0 {
 		ttl = DefaultKickRecordTTL
 	}
-	if err := c.Set(ctx, KickKey(prefix, kind, value), strconv.FormatInt(at.UnixMilli(), 10), ttl).Err(); err != nil {
+	if err := f.c.Set(ctx, f.KickKey(kind, value), strconv.FormatInt(at.UnixMilli(), 10), ttl).Err(); err != nil {
 		return 0, err
 	}
-	return c.Publish(ctx, prefix+"events", "kick "+kind+" "+value).Result()
+	return f.c.Publish(ctx, f.EventsChannel(), "kick "+kind+" "+value).Result()
 }
