@@ -23,8 +23,10 @@ import (
 // The admin API: a small net/http server, off the event loops, for this host only.
 //
 //	GET  /metrics                       Prometheus text format
-//	GET  /sessions[?user=U][&backend=H:P] relayed sessions, JSON
-//	POST /kick?user=U | ?backend=H:P     kick matching relayed sessions, JSON {"kicked": n}
+//	GET  /sessions[?user=U][&backend=H[:P]][&vsite=V]  relayed sessions, JSON
+//	POST /kick?user=U | ?backend=H[:P] | ?vsite=V     kick matching relayed sessions, JSON {"kicked": n}
+//
+// Both act on this host only; doormanctl sessions and kick cover the fleet (fleet.go).
 //
 // Every request needs "Authorization: Bearer <token>", except /metrics with
 // admin.metrics_public. The token is compared in constant time and never logged.
@@ -207,15 +209,12 @@ func (a *adminServer) writeMetrics(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(a.srv.appendMetrics(make([]byte, 0, 4<<10)))
 }
 
-// filterOf reads ?user= and ?backend= (the latter as ip:port, written as the logs write it).
+// filterOf reads ?user=, ?vsite= and ?backend= (ip:port, written as the logs write it,
+// or an IP alone for every port).
 func filterOf(r *http.Request) (sessionFilter, error) {
-	f := sessionFilter{user: r.FormValue("user")}
-	if b := r.FormValue("backend"); b != "" {
-		ap, err := netip.ParseAddrPort(b)
-		if err != nil {
-			return f, fmt.Errorf("backend %q is not ip:port", b)
-		}
-		f.backend = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	f := sessionFilter{user: r.FormValue("user"), vsite: r.FormValue("vsite")}
+	if b := r.FormValue("backend"); b != "" && !backendFilter(&f, b) {
+		return f, fmt.Errorf("backend %q is neither ip:port nor ip", b)
 	}
 	return f, nil
 }
@@ -239,16 +238,17 @@ func (a *adminServer) sessions(w http.ResponseWriter, r *http.Request) {
 
 func (a *adminServer) kick(w http.ResponseWriter, r *http.Request) {
 	f, err := filterOf(r)
-	if err == nil && f.user == "" && f.backend == "" {
-		err = errors.New("user or backend is required")
+	if err == nil && f.user == "" && f.backend == "" && !f.backendIP.IsValid() && f.vsite == "" {
+		err = errors.New("user, backend or vsite is required")
 	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	n := a.srv.kickSessions(f)
-	a.log.Info("kick", zap.String("user", f.user), zap.String("backend", f.backend),
-		zap.Int("kicked", n), zap.String("from", r.RemoteAddr))
+	a.srv.stats.Kicked.Add(int64(n))
+	a.log.Info("kick", zap.String("user", f.user), zap.String("backend", r.FormValue("backend")),
+		zap.String("vsite", f.vsite), zap.Int("kicked", n), zap.String("from", r.RemoteAddr))
 	writeJSON(w, struct {
 		Kicked int `json:"kicked"`
 	}{n})

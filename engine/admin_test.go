@@ -66,10 +66,13 @@ func parseMetrics(t *testing.T, text string) map[string]float64 {
 	for i, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 		if rest, ok := strings.CutPrefix(l, "# TYPE "); ok {
 			f := strings.Fields(rest)
-			if len(f) != 2 || (f[1] != "gauge" && f[1] != "counter") {
+			if len(f) != 2 || (f[1] != "gauge" && f[1] != "counter" && f[1] != "histogram") {
 				t.Fatalf("line %d: bad TYPE %q", i+1, l)
 			}
 			typed[f[0]] = true
+			if f[1] == "histogram" { // its samples are <name>_bucket, _sum and _count
+				typed[f[0]+"_bucket"], typed[f[0]+"_sum"], typed[f[0]+"_count"] = true, true, true
+			}
 			continue
 		}
 		if strings.HasPrefix(l, "# HELP ") {
@@ -368,8 +371,8 @@ func TestSessionsAndKick(t *testing.T) {
 	start := time.Now()
 	recs := []*endRecord{
 		{id: "s1", listener: "imap-in", user: "alice", target: "10.0.0.1:143", started: start.UnixNano(), in: 20, out: 100},
-		{id: "s2", listener: "imap-in", user: "bob", target: "10.0.0.1:143", started: start.UnixNano() + 1},
-		{id: "s3", listener: "imap-in", user: "alice", target: "10.0.0.2:143", started: start.UnixNano() + 2},
+		{id: "s2", listener: "imap-in", user: "bob", target: "10.0.0.1:143", started: start.UnixNano() + 1, vsite: "v2"},
+		{id: "s3", listener: "imap-in", user: "alice", target: "10.0.0.2:143", started: start.UnixNano() + 2, vsite: "v1"},
 	}
 	pairs := make([]*adminPair, len(recs))
 	dones := make([]<-chan relay.Stats, len(recs))
@@ -430,6 +433,25 @@ func TestSessionsAndKick(t *testing.T) {
 	}
 	if got := list("?user=alice&backend=10.0.0.2:143"); len(got) != 1 || got[0].ID != "s3" {
 		t.Fatalf("alice at 10.0.0.2: %+v", got)
+	}
+	// A backend as an IP alone (any port), IPv4-mapped or not; a vsite.
+	if got := list("?backend=::ffff:10.0.0.1"); len(got) != 2 || got[0].ID != "s1" || got[1].ID != "s2" {
+		t.Fatalf("10.0.0.1: %+v", got)
+	}
+	if got := list("?backend=10.0.0.2"); len(got) != 1 || got[0].ID != "s3" {
+		t.Fatalf("10.0.0.2: %+v", got)
+	}
+	if got := list("?vsite=v1"); len(got) != 1 || got[0].ID != "s3" || got[0].Vsite != "v1" {
+		t.Fatalf("vsite v1: %+v", got)
+	}
+	if code, body := call("GET", "/sessions?backend=nohost"); code != 400 {
+		t.Fatalf("/sessions?backend=nohost: %d %s", code, body)
+	}
+	if code, body := call("POST", "/kick"); code != 400 || !strings.Contains(body, "user, backend or vsite is required") {
+		t.Fatalf("/kick without a filter: %d %s", code, body)
+	}
+	if code, body := call("POST", "/kick?vsite=v9"); code != 200 || body != `{"kicked":0}`+"\n" {
+		t.Fatalf("kick vsite v9: %d %s", code, body)
 	}
 
 	// Kick alice: both her sessions end, from the proxy's side, and leave the registry.

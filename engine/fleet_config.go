@@ -43,6 +43,10 @@ type WatchdogConfig struct {
 	UpAfter Duration `yaml:"up_after"`
 	// restore_pause: the pause between two vsites brought back (default 30s).
 	RestorePause Duration `yaml:"restore_pause"`
+	// restore_delay: the delay_until a vsite gets as it comes back, so its users' new
+	// logins wait while their sessions on the fallback site end (default 31s, the
+	// seed's "now + ~31 s"; "0" keeps Doorman's default, a negative value is refused).
+	RestoreDelay Duration `yaml:"restore_delay"`
 	// check_timeout: one health check's connect timeout (default 3s).
 	CheckTimeout Duration `yaml:"check_timeout"`
 	// sites: the sites watched; empty = every site that has fallback sites.
@@ -80,6 +84,9 @@ func (c *Config) defaultsFleet() {
 	if w.RestorePause == 0 {
 		w.RestorePause = Duration(30 * time.Second)
 	}
+	if w.RestoreDelay == 0 {
+		w.RestoreDelay = Duration(route.DefaultMoveDelay)
+	}
 	if w.CheckTimeout == 0 {
 		w.CheckTimeout = Duration(3 * time.Second)
 	}
@@ -99,7 +106,7 @@ func (c *Config) validateFleet(add func(path, format string, a ...any)) {
 		{"fleet.kick_record_ttl", f.KickRecordTTL}, {"fleet.director_user_expire", f.DirectorUserExpire},
 		{"fleet.watchdog.interval", f.Watchdog.Interval}, {"fleet.watchdog.down_after", f.Watchdog.DownAfter},
 		{"fleet.watchdog.up_after", f.Watchdog.UpAfter}, {"fleet.watchdog.restore_pause", f.Watchdog.RestorePause},
-		{"fleet.watchdog.check_timeout", f.Watchdog.CheckTimeout},
+		{"fleet.watchdog.check_timeout", f.Watchdog.CheckTimeout}, {"fleet.watchdog.restore_delay", f.Watchdog.RestoreDelay},
 	} {
 		if d.v < 0 {
 			add(d.key, "must not be negative")

@@ -122,6 +122,7 @@ func (h *handler) OnOpen(c gnet.Conn) (out []byte, action gnet.Action) {
 	c.SetContext(s)
 	srv.stats.Accepted.Add(1)
 	srv.stats.Active.Add(1)
+	srv.stats.sessionOpened(lst.proto)
 	if lst.HAProxy {
 		s.id = sessionID(s.started, remote)
 		if !contains(srv.haproxies, remote.Addr()) {
@@ -222,6 +223,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		}
 	}
 	s.srv.stats.Active.Add(-1)
+	s.srv.stats.sessionClosed(s.lst.proto, false)
 	s.logEnd()
 	return gnet.None
 }

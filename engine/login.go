@@ -158,6 +158,7 @@ func (s *session) finishSecret(res login.AuthResult, reason string) {
 	}
 	if res.Status != login.AuthOK {
 		s.srv.stats.LoginsFailed.Add(1)
+		s.srv.countSecretFailure(res.Status)
 		s.logf(zap.InfoLevel, "login failed", zap.String("user", s.user), zap.String("stage", StageLookup.String()),
 			zap.String("reason", reason))
 	}
@@ -255,6 +256,7 @@ func (s *session) finishLogin(out *loginOutcome) {
 		}
 		return
 	}
+	s.srv.countLogin(out)
 	s.user = out.user
 	s.stage = out.stage
 	s.loginAt = time.Since(s.started)
@@ -334,6 +336,8 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	_ = c.EventLoop().Close(c) // synchronous: OnClose runs now, and sees handoff
 	srv := s.srv
 	srv.stats.Relaying.Add(1)
+	proto := s.lst.proto
+	srv.stats.sessionRelayed(proto)
 	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
 	rec := s.record(out.target)
 	rec.vsite, rec.directed = out.vsite, out.directed
@@ -373,6 +377,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 				srv.spreader.ended(targetAP)
 			}
 			srv.stats.Relaying.Add(-1)
+			srv.stats.sessionClosed(proto, true)
 			reason := "disconnected"
 			if st.Err != nil {
 				reason = st.Err.Error()
@@ -385,6 +390,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 			srv.spreader.ended(out.targetAP)
 		}
 		srv.stats.Relaying.Add(-1)
+		srv.stats.sessionClosed(proto, true)
 		_ = unix.Close(fd)
 		_ = unix.Close(out.backendFD)
 		rec.log(srv.log, StageRelay, "proxy", "relay: "+err.Error(), 0, 0)
@@ -628,7 +634,7 @@ func (srv *Server) failureDelay(ctx context.Context, nodelay bool) {
 	if nodelay {
 		return
 	}
-	sleepCtx(ctx, time.Duration(srv.cfg.AuthFailureDelay))
+	sleepCtx(ctx, srv.live.Load().authFailureDelay) // SIGHUP may change it
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -716,7 +722,8 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 	if isOAuthMech(strings.ToUpper(mech)) {
 		token = req.creds.Token // empty for a password login: Pass goes as the token
 	}
-	timeout := time.Duration(srv.cfg.LoginProxyTimeout)
+	live := srv.live.Load()
+	timeout := live.loginProxyTimeout
 	if p.ProxyTimeout > 0 {
 		timeout = p.ProxyTimeout
 	}
@@ -761,21 +768,34 @@ func (srv *Server) proxyLogin(ctx context.Context, req *loginRequest, out *login
 		res     login.BackendResult
 		lastErr error
 	)
+	started := time.Now() // Dovecot's proxy->created, for the backend's health record
 	for attempt := 0; ; attempt++ {
+		if ok, down := srv.hostFail.begin(target, time.Now(), p.HostImmediateFailureAfter); !ok {
+			// proxy_host_immediate_failure_after: the backend is down and another
+			// connect is already waiting on it. Dovecot: no reconnects.
+			srv.stats.HostDown.Add(1)
+			out.stage = StageConnect
+			out.result = login.AuthResult{Status: login.AuthUnavailable}
+			out.reason = fmt.Sprintf("Host is down (connects to %s failing for %s)", target, down.Round(time.Second))
+			return out
+		}
 		var fd int
 		var rest []byte
 		var st Stage
 		var btls *relay.TLS
+		t0 := time.Now()
 		fd, btls, rest, res, st, lastErr = srv.backendAttempt(ctx, req.proto, target, source, deadline, bp, proxyHeader(ppVersion, req), bt)
+		srv.hostFail.end(target, started, time.Now(), attemptOutcome(ctx, st, lastErr))
 		out.stage = st
 		if lastErr == nil && res.Outcome == login.BackendOK {
+			srv.stats.BackendLogin.observe(time.Since(t0))
 			out.backendFD = fd
 			out.backendTLS = btls
 			out.toClient = append(res.ClientReply, rest...)
 			return out
 		}
 		retry := lastErr != nil || res.Outcome == login.BackendTempFail || res.Outcome == login.BackendProtocolError
-		if ctx.Err() != nil || !retry || attempt >= *srv.cfg.LoginProxyMaxReconnects ||
+		if ctx.Err() != nil || !retry || attempt >= live.maxReconnects ||
 			time.Until(deadline) < 1100*time.Millisecond {
 			break
 		}
@@ -859,4 +879,26 @@ func idFields(req *loginRequest, forward []login.KV) []login.BackendIDField {
 		f = append(f, login.BackendIDField{Key: "x-forward-" + kv.Key, Value: kv.Value})
 	}
 	return f
+}
+
+// countLogin counts a finished login by its outcome class (Counters.Logins), and passdb
+// temporary failures. It runs once per login, on the loop, with its outcome.
+func (srv *Server) countLogin(out *loginOutcome) {
+	st := out.result.Status
+	if out.backendFD >= 0 {
+		st = login.AuthOK
+	}
+	srv.stats.Logins[loginClass(st)].Add(1)
+	if st == login.AuthTempFail && out.stage == StageLookup {
+		srv.stats.PassdbTempFails.Add(1)
+	}
+}
+
+// countSecretFailure counts a login that failed at its secret lookup (CRAM-MD5,
+// SCRAM-SHA-256), as countLogin does the others.
+func (srv *Server) countSecretFailure(st login.AuthStatus) {
+	srv.stats.Logins[loginClass(st)].Add(1)
+	if st == login.AuthTempFail {
+		srv.stats.PassdbTempFails.Add(1)
+	}
 }

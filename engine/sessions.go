@@ -2,15 +2,18 @@ package engine
 
 import (
 	"hash/maphash"
+	"net/netip"
 	"sync"
 	"time"
 
 	"doorman/engine/relay"
 )
 
-// The registry of this host's relayed sessions, for the admin API (/sessions, /kick).
-// An entry is the session's endRecord (which its Done keeps alive anyway) and its relay
-// Handle: one map slot per session, no copy of the strings.
+// The registry of this host's relayed sessions, for the admin API (/sessions, /kick) and
+// the fleet (fleet.go: the published session records, fleet kicks). An entry is the
+// session's endRecord (which its Done keeps alive anyway) and its relay Handle: one map
+// slot per session, no copy of the strings. With the fleet on, a per-user count of the
+// sessions lets a login tell at once whether its user has sessions here (loginCheck).
 
 const sessionShards = 32 // a power of two; enough that hand-offs on every loop rarely meet
 
@@ -18,6 +21,42 @@ type sessionRegistry struct {
 	seed   maphash.Seed
 	once   sync.Once
 	shards [sessionShards]sessionShard
+	users  [sessionShards]userShard // kept only with the fleet on
+}
+
+// userShard counts relayed sessions per user; the key is the endRecord's own user string.
+type userShard struct {
+	mu sync.Mutex
+	m  map[string]int32
+	_  [48]byte
+}
+
+func (r *sessionRegistry) userShard(user string) *userShard {
+	r.once.Do(func() { r.seed = maphash.MakeSeed() })
+	return &r.users[maphash.String(r.seed, user)&(sessionShards-1)]
+}
+
+// userSessions is how many relayed sessions of user this host holds (fleet on only).
+func (r *sessionRegistry) userSessions(user string) int {
+	us := r.userShard(user)
+	us.mu.Lock()
+	n := us.m[user]
+	us.mu.Unlock()
+	return int(n)
+}
+
+func (r *sessionRegistry) countUser(user string, d int32) {
+	us := r.userShard(user)
+	us.mu.Lock()
+	if us.m == nil {
+		us.m = make(map[string]int32)
+	}
+	if n := us.m[user] + d; n > 0 {
+		us.m[user] = n
+	} else {
+		delete(us.m, user)
+	}
+	us.mu.Unlock()
 }
 
 type sessionShard struct {
@@ -41,6 +80,7 @@ func (r *sessionRegistry) shard(rec *endRecord) *sessionShard {
 func (srv *Server) registerSession(rec *endRecord, h *relay.Handle) (unregister func()) {
 	sh := srv.sessions.shard(rec)
 	sh.mu.Lock()
+	added := false
 	if old, ok := sh.m[rec]; ok && old == nil {
 		delete(sh.m, rec) // already ended
 	} else {
@@ -48,8 +88,13 @@ func (srv *Server) registerSession(rec *endRecord, h *relay.Handle) (unregister 
 			sh.m = make(map[*endRecord]*relay.Handle)
 		}
 		sh.m[rec] = h
+		added = true
 	}
 	sh.mu.Unlock()
+	if added && srv.fleet != nil {
+		srv.sessions.countUser(rec.user, 1)
+		srv.fleet.changed(rec, h)
+	}
 	return func() { srv.unregisterSession(rec) }
 }
 
@@ -57,8 +102,10 @@ func (srv *Server) registerSession(rec *endRecord, h *relay.Handle) (unregister 
 func (srv *Server) unregisterSession(rec *endRecord) {
 	sh := srv.sessions.shard(rec)
 	sh.mu.Lock()
+	removed := false
 	if h, ok := sh.m[rec]; ok && h != nil {
 		delete(sh.m, rec)
+		removed = true
 	} else if !ok {
 		if sh.m == nil {
 			sh.m = make(map[*endRecord]*relay.Handle)
@@ -66,16 +113,46 @@ func (srv *Server) unregisterSession(rec *endRecord) {
 		sh.m[rec] = nil // ended before it was registered
 	}
 	sh.mu.Unlock()
+	if removed && srv.fleet != nil {
+		srv.sessions.countUser(rec.user, -1)
+		srv.fleet.changed(rec, nil)
+	}
 }
 
 // sessionFilter selects sessions; an empty field matches all.
 type sessionFilter struct {
-	user    string
-	backend string // the target as logged: "ip:port"
+	user      string
+	backend   string     // the target as logged: "ip:port" (IPv4-mapped addresses unmapped)
+	backendIP netip.Addr // any port of this backend address (unmapped)
+	vsite     string
+	before    int64 // unix nanoseconds: only sessions started before; 0 = any
 }
 
 func (f sessionFilter) match(rec *endRecord) bool {
-	return (f.user == "" || f.user == rec.user) && (f.backend == "" || f.backend == rec.target)
+	if (f.user != "" && f.user != rec.user) || (f.backend != "" && f.backend != rec.target) ||
+		(f.vsite != "" && f.vsite != rec.vsite) || (f.before != 0 && rec.started >= f.before) {
+		return false
+	}
+	if f.backendIP.IsValid() {
+		ap, err := netip.ParseAddrPort(rec.target)
+		return err == nil && ap.Addr().Unmap() == f.backendIP
+	}
+	return true
+}
+
+// backendFilter reads a backend as an operator writes it: "ip:port" for one backend
+// port, or an IP alone for every port of it. IPv4-mapped IPv6 addresses are unmapped,
+// as the targets are.
+func backendFilter(f *sessionFilter, s string) bool {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		f.backend = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+		return true
+	}
+	if ip, err := netip.ParseAddr(s); err == nil && ip.Zone() == "" {
+		f.backendIP = ip.Unmap()
+		return true
+	}
+	return false
 }
 
 // eachSession calls fn for every registered session that f matches. fn runs under a
@@ -101,6 +178,7 @@ type SessionInfo struct {
 	Protocol  string    `json:"protocol"`
 	Client    string    `json:"client"`
 	Backend   string    `json:"backend"`
+	Vsite     string    `json:"vsite"`
 	Started   time.Time `json:"started"`
 	ToClient  int64     `json:"to_client"`  // login phase and relay, as the end line's "out"
 	ToBackend int64     `json:"to_backend"` // as the end line's "in"
@@ -118,6 +196,7 @@ func (srv *Server) sessionList(f sessionFilter) []SessionInfo {
 			Protocol:  srv.listenerProtocol(rec.listener),
 			Client:    rec.remote.String(),
 			Backend:   rec.target,
+			Vsite:     rec.vsite,
 			Started:   time.Unix(0, rec.started).UTC(),
 			ToClient:  rec.out + toClient,
 			ToBackend: rec.in + toBackend,
@@ -134,7 +213,6 @@ func (srv *Server) kickSessions(f sessionFilter) int {
 	for _, h := range hs {
 		h.Kick()
 	}
-	srv.stats.Kicked.Add(int64(len(hs)))
 	return len(hs)
 }
 

@@ -2,9 +2,11 @@ package route
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -66,4 +68,77 @@ func (f *Fleet) Kick(ctx context.Context, kind, value string, at time.Time, ttl 
 		return 0, err
 	}
 	return f.c.Publish(ctx, f.EventsChannel(), "kick "+kind+" "+value).Result()
+}
+
+// KickRecord is a kick's backstop record.
+type KickRecord struct {
+	Kind, Value string
+	At          time.Time
+}
+
+// KickRecord reads the backstop record of one kick; ok is false when there is none.
+func (f *Fleet) KickRecord(ctx context.Context, kind, value string) (at time.Time, ok bool, err error) {
+	v, err := f.c.Get(ctx, f.KickKey(kind, value)).Result()
+	if errors.Is(err, redis.Nil) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("route: kick record %s: %q is not unix milliseconds", f.KickKey(kind, value), v)
+	}
+	return time.UnixMilli(ms), true, nil
+}
+
+// KickRecords reads every kick's backstop record (SCAN <prefix>kick:*, on every master of
+// a Cluster). Records that vanish meanwhile or do not parse are skipped.
+func (f *Fleet) KickRecords(ctx context.Context) ([]KickRecord, error) {
+	prefix := f.prefix + "kick:"
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		it := c.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
+		var ks []string
+		for it.Next(ctx) {
+			ks = append(ks, it.Val())
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
+		mu.Lock()
+		keys = append(keys, ks...)
+		mu.Unlock()
+		return nil
+	}
+	var err error
+	if cc, ok := f.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, f.c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []KickRecord
+	for _, k := range keys {
+		kind, value, ok := strings.Cut(strings.TrimPrefix(k, prefix), ":")
+		if !ok || value == "" {
+			continue
+		}
+		v, err := f.c.Get(ctx, k).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // expired since the SCAN
+		}
+		if err != nil {
+			return out, err
+		}
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+			out = append(out, KickRecord{Kind: kind, Value: value, At: time.UnixMilli(ms)})
+		}
+	}
+	return out, nil
 }

@@ -44,9 +44,9 @@ type Redis struct {
 	reloadMu    sync.Mutex // serializes writers of vsites
 	reloadEvery time.Duration
 	logf        func(msg string, err error)
-	invalidate  []func()                    // OnInvalidate hooks
-	events      map[string]func(arg string) // OnEvent hooks, by verb
-	resubscribe []func()                    // OnResubscribe hooks
+	invalidate  []func()                      // OnInvalidate hooks
+	events      map[string][]func(arg string) // OnEvent hooks, by verb
+	resubscribe []func()                      // OnResubscribe hooks
 
 	// Owned by the watcher goroutine (and Start before it runs).
 	lastReload   time.Time

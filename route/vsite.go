@@ -192,21 +192,23 @@ func (r *Redis) handleEvent(ctx context.Context, payload string) {
 		r.cache.flush()
 		r.notifyInvalidate()
 		r.reloadAll(ctx)
-	case r.events[verb] != nil:
-		r.events[verb](arg)
+	case len(r.events[verb]) > 0:
+		for _, fn := range r.events[verb] {
+			fn(arg)
+		}
 	default:
 		r.log(fmt.Sprintf("ignored message %q on %s", payload, r.EventsChannel()), nil)
 	}
 }
 
 // OnEvent registers fn for the messages "<verb> <arg>" on the events channel (for
-// example "kick user alice"); fn runs on the watcher goroutine and must be quick. The
+// example "kick user alice"); several may share a verb; fn runs on the watcher goroutine and must be quick. The
 // verbs vsite, user and flush are the passdb's own. Call it before Start.
 func (r *Redis) OnEvent(verb string, fn func(arg string)) {
 	if r.events == nil {
-		r.events = map[string]func(string){}
+		r.events = map[string][]func(string){}
 	}
-	r.events[verb] = fn
+	r.events[verb] = append(r.events[verb], fn)
 }
 
 // OnResubscribe registers fn to run (on the watcher goroutine) each time the events

@@ -157,6 +157,8 @@ func TestVsiteMoveOnTwoProcesses(t *testing.T) {
 passdb:
   - {driver: redis, addrs: [%q]}
 login_trusted_networks: [127.0.0.0/8]
+shutdown_timeout: 1s
+shutdown_spread: 1s
 auth_cache_size: 1000
 log: {level: warn, format: json}
 `, addr, raddr), addr)

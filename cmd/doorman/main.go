@@ -3,9 +3,16 @@
 //	doorman -c /etc/doorman/doorman.yaml     run
 //	doorman -c FILE -t                       check the configuration and exit
 //
-// SIGHUP re-reads the passdb files; SIGUSR1 runs a garbage collection, returns free memory
-// to the kernel and logs the memory figures (for measuring per-session cost); SIGINT and
-// SIGTERM stop the proxy.
+// SIGHUP re-reads the configuration file, the passdb files and the certificates without
+// touching a session: what can change live (login_trusted_networks, auth_failure_delay,
+// login_proxy_timeout, login_proxy_max_reconnects, log.level) applies at once, and the log
+// names the changed keys that need a restart; a file that does not load or validate keeps
+// the old configuration and every error is logged. SIGUSR1 runs a garbage collection,
+// returns free memory to the kernel and logs the memory figures (for measuring
+// per-session cost). SIGTERM and SIGINT stop gracefully: the listeners close at once,
+// relayed sessions may go on for up to shutdown_timeout, and those left then are
+// disconnected spread over shutdown_spread; a second SIGTERM or SIGINT disconnects them
+// at once.
 package main
 
 import (
@@ -21,7 +28,6 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -52,7 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "doorman: configuration %s is valid\n", *path)
 		return 0
 	}
-	log, err := newLogger(cfg.Log)
+	level := zap.NewAtomicLevel()
+	log, err := newLogger(cfg.Log, level)
 	if err != nil {
 		fmt.Fprintf(stderr, "doorman: %v\n", err)
 		return 1
@@ -91,23 +98,63 @@ func run(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		if s == syscall.SIGHUP {
-			if err := srv.Reload(); err != nil {
-				log.Error("reload failed; the old passdb contents stay", zap.Error(err))
-			} else {
-				log.Info("passdb files reloaded")
-			}
+			reload(log, srv, *path, level)
 			continue
 		}
 		log.Info("stopping", zap.String("signal", s.String()))
 		break
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Stop(ctx); err != nil {
+	// A second SIGTERM or SIGINT cuts the graceful shutdown short.
+	ctx, hurry := context.WithCancel(context.Background())
+	defer hurry()
+	go func() {
+		for s := range sig {
+			if s == syscall.SIGTERM || s == syscall.SIGINT {
+				log.Warn("second signal: disconnecting the remaining sessions now", zap.String("signal", s.String()))
+				hurry()
+				return
+			}
+		}
+	}()
+	if err := srv.Shutdown(ctx); err != nil {
 		log.Error("stop", zap.Error(err))
 		return 1
 	}
+	log.Info("stopped")
 	return 0
+}
+
+// reload is SIGHUP: the configuration file read and validated again, then applied as far
+// as it can be without a restart. A bad file changes nothing.
+func reload(log *zap.Logger, srv *engine.Server, path string, level zap.AtomicLevel) {
+	next, err := engine.LoadConfig(path)
+	if err != nil {
+		// Validate reports every error, one per line.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			log.Error("reload: the configuration file has errors; the old configuration stays", zap.String("error", line))
+		}
+		if err := srv.Reload(); err != nil {
+			log.Error("reload failed; the old passdb contents and certificates stay", zap.Error(err))
+		} else {
+			log.Info("passdb files and certificates reloaded")
+		}
+		return
+	}
+	restart, err := srv.ReloadConfig(next)
+	if err != nil {
+		log.Error("reload failed in part; what failed keeps its old contents", zap.Error(err))
+	}
+	var l zapcore.Level
+	if e := l.Set(next.Log.Level); e == nil && l != level.Level() {
+		log.Info("log level changed", zap.String("level", l.String()))
+		level.SetLevel(l)
+	}
+	if len(restart) > 0 {
+		log.Warn("reload: these changed keys take effect only after a restart", zap.Strings("keys", restart))
+	}
+	if err == nil {
+		log.Info("configuration reloaded", zap.String("file", path))
+	}
 }
 
 func logMemory(log *zap.Logger, srv *engine.Server, heapProfile string) {
@@ -150,16 +197,18 @@ func logMemory(log *zap.Logger, srv *engine.Server, heapProfile string) {
 	)...)
 }
 
-func newLogger(lc engine.LogConfig) (*zap.Logger, error) {
-	var level zapcore.Level
-	if err := level.Set(lc.Level); err != nil {
+// newLogger builds the daemon's logger at lc.Level, through level (which a reload changes).
+func newLogger(lc engine.LogConfig, level zap.AtomicLevel) (*zap.Logger, error) {
+	var l zapcore.Level
+	if err := l.Set(lc.Level); err != nil {
 		return nil, err
 	}
+	level.SetLevel(l)
 	zc := zap.NewProductionConfig()
 	if lc.Format == "console" {
 		zc = zap.NewDevelopmentConfig()
 	}
-	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Level = level
 	zc.Sampling = nil // one line per session end is a promise: never sample it away
 	zc.DisableStacktrace = true
 	return zc.Build()

@@ -25,6 +25,19 @@
 //	    the user's), ending in the destination host:port.
 //	user flush USER
 //	    Publishes "user USER" so the proxies drop what they cached about USER.
+//	sessions [-user U] [-host H] [-vsite V] [-json]
+//	    The fleet's relayed sessions, from every live host's records in Redis.
+//	kick (-user U | -backend IP[:PORT] | -vsite V) [-ttl 10m]
+//	    Ends the matching sessions on every host (pub/sub), with a backstop record for
+//	    hosts that miss the message.
+//	move (-host H [-port P] | -vsite V) [-delay 31s] [-jitter 0] (USER... | -file F)
+//	    Moves users atomically with delay_until, kicks them and drops their cache entries.
+//	site set S key=value... | site show S | site list
+//	    A site's backends (hosts=), fallback sites with weights (fallback=B:2,C:1), down=.
+//	failover -site S / restore -site S [-pause 30s]
+//	    Spreads a site's vsites over its fallback sites / brings them back one at a time.
+//	director status USER
+//	    The director's view of a user: hash, ring choice and stored assignment.
 //
 // The Redis password, if any, is read from the environment (REDIS_PASSWORD, with
 // REDIS_USERNAME for an ACL user), never from the command line.
