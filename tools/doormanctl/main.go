@@ -36,8 +36,11 @@
 //	    A site's backends (hosts=), fallback sites with weights (fallback=B:2,C:1), down=.
 //	failover -site S / restore -site S [-pause 30s]
 //	    Spreads a site's vsites over its fallback sites / brings them back one at a time.
-//	director status USER
+//	director status [-site S] USER | director forget USER
 //	    The director's view of a user: hash, ring choice and stored assignment.
+//	host [-admin ADDR] [-token-file F] metrics | sessions [...] | kick (...)
+//	    One Doorman's admin API (admin.address; the token from -token-file or
+//	    $DOORMAN_ADMIN_TOKEN): its metrics, its sessions with live byte counts, a local kick.
 //
 // The Redis password, if any, is read from the environment (REDIS_PASSWORD, with
 // REDIS_USERNAME for an ACL user), never from the command line.
