@@ -9,7 +9,7 @@ PKGS     := ./...
 # Debian packages the tests and `make run` use: real Dovecot backends, real Redis, real clients.
 DEB_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd dovecot-managesieved dovecot-sieve redis-server curl swaks sieve-connect haproxy iproute2 python3 openssl postgresql mariadb-server slapd
 
-.PHONY: all build run test deps vet race fuzz bench clean
+.PHONY: all build run test deps vet race fuzz bench bench-full bench-deps clean
 
 all: build
 
@@ -53,8 +53,25 @@ fuzz:
 		done; \
 	done
 
-bench:
-	$(GO) test -run XXX -bench . -benchmem ./codec/... ./route/... ./engine/...
+# Doorman side by side with Dovecot's proxy, nginx's mail proxy and the backend reached
+# directly (bench/compare.sh; report in bench/results/<date>-compare-<mode>.md). `bench` is the
+# short run (N = 1k, 2k; about 5 minutes), `bench-full` the whole table (N = 1k..8k, more
+# rounds; about 14 minutes). Both install what they need first (apt-get update, then
+# BENCH_PKGS). The Go micro-benchmarks:
+#   go test -run XXX -bench . -benchmem ./codec/... ./route/... ./engine/...
+BENCH_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond nginx libnginx-mod-mail iproute2 procps
+bench: bench-deps
+	MODE=short bench/compare.sh
+
+bench-full: bench-deps
+	MODE=full bench/compare.sh
+
+bench-deps:
+	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 clean:
 	rm -rf $(BIN) run

@@ -7,6 +7,11 @@
 //
 //	fakeimap -addr 127.0.0.1:21300
 //
+// With -size N (N > 0) the INBOX (any mailbox) holds one message of N bytes, held in
+// memory: `FETCH 1 ...` answers with all of it as one literal, written at memory speed, so a
+// bulk relay through a proxy measures the proxy, not the backend. APPEND reads and drops
+// its literal; CREATE, STORE, EXPUNGE and CLOSE answer OK; IDLE waits for DONE.
+//
 // It prints `listening ADDR` on stdout once it accepts connections, and on SIGINT or
 // SIGTERM a summary (connections, logins, commands) before it exits.
 package main
@@ -29,9 +34,25 @@ const greeting = "* OK [CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN] fak
 
 var conns, logins, commands atomic.Int64
 
+// body is the one message (-size), shared by every session.
+var body []byte
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:21300", "address to listen on")
+	sndbuf := flag.Int("sndbuf", 0, "SO_SNDBUF of each accepted connection (0: the kernel's autotuning); a small one keeps stalled readers from filling the machine's TCP memory")
+	size := flag.Int("size", 0, "bytes of the one message every mailbox holds (0: mailboxes are empty)")
 	flag.Parse()
+	if *size > 0 {
+		body = make([]byte, *size)
+		for i := range body {
+			body[i] = 'a' + byte(i%26)
+			if i%78 == 76 {
+				body[i] = '\r'
+			} else if i%78 == 77 {
+				body[i] = '\n'
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fakeimap:", err)
@@ -55,6 +76,9 @@ func main() {
 			continue
 		}
 		conns.Add(1)
+		if tc, ok := c.(*net.TCPConn); ok && *sndbuf > 0 {
+			tc.SetWriteBuffer(*sndbuf)
+		}
 		go serve(c)
 	}
 }
@@ -102,8 +126,32 @@ func serve(c net.Conn) {
 			w.WriteString(t + " OK NOOP completed.\r\n")
 		case "SELECT", "EXAMINE":
 			w.WriteString("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n" +
-				"* 0 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1] UIDs valid\r\n* OK [UIDNEXT 1] Predicted next UID\r\n" +
+				"* " + strconv.Itoa(min(len(body), 1)) + " EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1] UIDs valid\r\n* OK [UIDNEXT 1] Predicted next UID\r\n" +
 				t + " OK [READ-WRITE] Select completed.\r\n")
+		case "CREATE", "STORE", "EXPUNGE", "CLOSE", "APPEND":
+			w.WriteString(t + " OK " + string(verb) + " completed.\r\n")
+		case "FETCH", "UID":
+			if len(body) == 0 {
+				w.WriteString(t + " OK Fetch completed.\r\n")
+				break
+			}
+			w.WriteString("* 1 FETCH (BODY[] {" + strconv.Itoa(len(body)) + "}\r\n")
+			if w.Flush() != nil {
+				return
+			}
+			if _, err := c.Write(body); err != nil {
+				return
+			}
+			w.WriteString(")\r\n" + t + " OK Fetch completed.\r\n")
+		case "IDLE":
+			w.WriteString("+ idling\r\n")
+			if w.Flush() != nil {
+				return
+			}
+			if _, err := readLine(r); err != nil { // DONE
+				return
+			}
+			w.WriteString(t + " OK Idle completed.\r\n")
 		case "LOGOUT":
 			w.WriteString("* BYE Logging out\r\n" + t + " OK Logout completed.\r\n")
 			w.Flush()
@@ -140,6 +188,13 @@ func readCommand(r *bufio.Reader, w *bufio.Writer) ([]byte, error) {
 			if err := w.Flush(); err != nil {
 				return nil, err
 			}
+		}
+		if n > 64<<10 {
+			// A message (APPEND): read and drop it.
+			if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -184,7 +239,7 @@ func literal(line []byte) (n int, sync, ok bool) {
 		num, sync = num[:len(num)-1], false
 	}
 	v, err := strconv.Atoi(string(num))
-	if err != nil || v < 0 || v > 1<<20 {
+	if err != nil || v < 0 || v > 1<<30 {
 		return 0, false, false
 	}
 	return v, sync, true

@@ -71,7 +71,8 @@ func run() int {
 	rounds := flag.Int("rounds", 15, "interleaved rounds (one direct and one proxied fetch each)")
 	warmup := flag.Int("warmup", 1, "untimed fetches per path before the rounds")
 	reconnect := flag.Bool("reconnect", true, "new sessions on both paths for every round (so no round inherits one process placement)")
-	pid := flag.Int("proxy-pid", 0, "proxy process id, for its CPU time (0: not measured)")
+	pidList := flag.String("proxy-pid", "", "proxy process id(s), comma-separated, for its CPU time (summed; empty or 0: not measured)")
+	appendToo := flag.Bool("append", false, "plain mode: also time an APPEND of -size bytes on each path every round (to -mailbox + \"-append\", emptied directly after each round)")
 	timeout := flag.Duration("timeout", 2*time.Minute, "limit per command")
 	tlsProxy := flag.String("tls-proxy", "", "the proxy's implicit-TLS address: compare TLS with plain through the proxy (TLS mode)")
 	tlsBackendUser := flag.String("tls-backend-user", "", "TLS mode: a proxy user whose backend leg is TLS (destuser -user, same password)")
@@ -79,6 +80,11 @@ func run() int {
 	insecure := flag.Bool("insecure", false, "TLS mode: do not verify the proxy's certificate")
 	directTLS := flag.String("direct-tls", "", "TLS mode: the backend's implicit-TLS address, for a direct-tls path")
 	flag.Parse()
+	pid, err := parsePids(*pidList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fetchbench: -proxy-pid:", err)
+		return 2
+	}
 	if *direct == "" || *proxy == "" || *user == "" {
 		fmt.Fprintln(os.Stderr, "fetchbench: -direct, -proxy and -user are required")
 		return 2
@@ -162,7 +168,7 @@ func run() int {
 			dc.ServerName = host
 			paths = append(paths, path{name: "direct-tls", addr: *directTLS, user: *user, tls: dc})
 		}
-		return tlsMode(paths, openAs, *size, *rounds, *warmup, *pid, fail)
+		return tlsMode(paths, openAs, *size, *rounds, *warmup, pid, fail)
 	}
 	open := func(addr string) (*client, error) { return openAs(addr, *user, nil) }
 	d, err := open(*direct)
@@ -188,7 +194,22 @@ func run() int {
 	}
 	var res []round
 	var totTicks, totNs int64
-	cpuOK := *pid > 0
+	cpuOK := len(pid) > 0
+	appendBox := *mailbox + "-append"
+	var appD, appP []float64 // APPEND MB/s per round
+	var appTicks, appNs int64
+	msg := message(*size)
+	if *appendToo {
+		c, err := dial(*direct, *user, *pass, *timeout, nil)
+		if err != nil {
+			return fail("direct login: %v", err)
+		}
+		err = c.empty(appendBox)
+		c.logout()
+		if err != nil {
+			return fail("emptying %s: %v", appendBox, err)
+		}
+	}
 	fmt.Printf("%-6s %-7s %12s %12s %8s %14s %14s\n", "round", "first", "direct MB/s", "proxy MB/s", "ratio", "proxy cpu ms", "(schedstat ms)")
 	for r := 0; r < *rounds; r++ {
 		var rr round
@@ -221,7 +242,7 @@ func run() int {
 			}
 			var t0, n0 int64
 			if cpuOK {
-				if t0, n0, err = cpuOf(*pid); err != nil {
+				if t0, n0, err = cpuOf(pid); err != nil {
 					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
 					cpuOK = false
 				}
@@ -231,7 +252,7 @@ func run() int {
 				return fail("round %d proxied fetch: %v", r+1, err)
 			}
 			if cpuOK {
-				t1, n1, err := cpuOf(*pid)
+				t1, n1, err := cpuOf(pid)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
 					cpuOK = false
@@ -242,6 +263,41 @@ func run() int {
 				}
 			}
 			rr.proxy = mbps(*size, el)
+		}
+		if *appendToo {
+			for _, path := range order {
+				c := d
+				if path == "proxy" {
+					c = p
+				}
+				var t0, n0 int64
+				measure := cpuOK && path == "proxy"
+				if measure {
+					t0, n0, _ = cpuOf(pid)
+				}
+				el, err := c.appendMsg(appendBox, msg)
+				if err != nil {
+					return fail("round %d %s APPEND: %v", r+1, path, err)
+				}
+				if measure {
+					t1, n1, _ := cpuOf(pid)
+					appTicks += t1 - t0
+					appNs += n1 - n0
+				}
+				if path == "direct" {
+					appD = append(appD, mbps(*size, el))
+				} else {
+					appP = append(appP, mbps(*size, el))
+				}
+			}
+			c, err := dial(*direct, *user, *pass, *timeout, nil)
+			if err == nil {
+				err = c.empty(appendBox)
+				c.logout()
+			}
+			if err != nil {
+				return fail("round %d emptying %s: %v", r+1, appendBox, err)
+			}
 		}
 		res = append(res, rr)
 		fmt.Printf("%-6d %-7s %12.1f %12.1f %8.3f %14d %14.1f\n", r+1, order[0], rr.direct, rr.proxy, rr.proxy/rr.direct,
@@ -265,7 +321,36 @@ func run() int {
 	} else {
 		fmt.Println("RESULT proxy CPU not measured (no -proxy-pid)")
 	}
+	if *appendToo {
+		var ratios []float64
+		for i := range appD {
+			ratios = append(ratios, appP[i]/appD[i])
+		}
+		fmt.Printf("RESULT append size=%d rounds=%d direct_median_MBps=%.1f proxy_median_MBps=%.1f ratio_median=%.3f ratio_min=%.3f ratio_max=%.3f",
+			*size, *rounds, median(appD), median(appP), median(ratios), minOf(ratios), maxOf(ratios))
+		if cpuOK {
+			fmt.Printf(" proxy_cpu_s=%.2f cpu_s_per_GB=%.3f schedstat_cpu_s_per_GB=%.3f", float64(appTicks)/100, float64(appTicks)/100/gb, float64(appNs)/1e9/gb)
+		}
+		fmt.Println()
+	}
 	return 0
+}
+
+// parsePids parses a comma-separated list of process ids ("" and "0": none).
+func parsePids(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" || f == "0" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("bad process id %q", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 func mbps(size int, d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }
@@ -280,7 +365,7 @@ type path struct {
 // tlsMode runs the rounds of TLS mode: every path once per round, new sessions each round,
 // the order rotating, the proxy's CPU read around every fetch.
 func tlsMode(paths []path, openAs func(addr, user string, tlsConf *tls.Config) (*client, error),
-	size, rounds, warmup, pid int, fail func(string, ...any) int) int {
+	size, rounds, warmup int, pid []int, fail func(string, ...any) int) int {
 	open := func(p path) (*client, error) {
 		c, err := openAs(p.addr, p.user, p.tls)
 		if err != nil {
@@ -310,7 +395,7 @@ func tlsMode(paths []path, openAs func(addr, user string, tlsConf *tls.Config) (
 	ticks := make([]int64, n)      // per path, summed (the round lines show schedstat ms)
 	runNs := make([]int64, n)      // per path, summed
 	ratios := make([][]float64, n) // per TLS path, per round: MB/s ÷ plain's
-	cpuOK := pid > 0
+	cpuOK := len(pid) > 0
 	fmt.Printf("%-6s %-12s", "round", "first")
 	for _, p := range paths {
 		fmt.Printf(" %16s %16s", p.name+"_MBps", p.name+"_cpu_ms")
@@ -405,8 +490,22 @@ func maxOf(v []float64) float64 {
 	return m
 }
 
-// cpuOf returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
-func cpuOf(pid int) (ticks, runNs int64, err error) {
+// cpuOf returns the summed utime+stime of pids in clock ticks and the sum of their
+// threads' run time in ns (a multi-process proxy: every process that does its work).
+func cpuOf(pids []int) (ticks, runNs int64, err error) {
+	for _, pid := range pids {
+		t, n, err := cpuOfOne(pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		ticks += t
+		runNs += n
+	}
+	return ticks, runNs, nil
+}
+
+// cpuOfOne returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
+func cpuOfOne(pid int) (ticks, runNs int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, 0, err
@@ -578,6 +677,51 @@ func (c *client) prepare(mailbox string, size int) error {
 	}
 	_, err = c.readTagged(tag, nil)
 	return err
+}
+
+// empty creates mailbox if missing and expunges every message in it.
+func (c *client) empty(mailbox string) error {
+	c.cmd("CREATE "+quote(mailbox), nil) // "already exists" is fine
+	n, err := c.selectBox(mailbox)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		if _, err := c.cmd("STORE 1:* +FLAGS.SILENT (\\Deleted)", nil); err != nil {
+			return err
+		}
+		if _, err := c.cmd("EXPUNGE", nil); err != nil {
+			return err
+		}
+	}
+	_, err = c.cmd("CLOSE", nil)
+	return err
+}
+
+// appendMsg APPENDs msg to mailbox with a synchronizing literal and returns the time from
+// sending the command to the tagged OK.
+func (c *client) appendMsg(mailbox string, msg []byte) (time.Duration, error) {
+	c.tag++
+	tag := "t" + strconv.Itoa(c.tag)
+	c.conn.SetDeadline(time.Now().Add(c.timeout))
+	start := time.Now()
+	if _, err := fmt.Fprintf(c.conn, "%s APPEND %s {%d}\r\n", tag, quote(mailbox), len(msg)); err != nil {
+		return 0, err
+	}
+	line, err := c.line()
+	if err != nil {
+		return 0, err
+	}
+	if !strings.HasPrefix(line, "+") {
+		return 0, fmt.Errorf("APPEND: %s", line)
+	}
+	if _, err := c.conn.Write(append(msg, '\r', '\n')); err != nil {
+		return 0, err
+	}
+	if _, err := c.readTagged(tag, nil); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
 
 // message builds an RFC 5322 message of exactly size bytes: headers, then lines of 76

@@ -19,6 +19,12 @@
 // cache is kept, so every session is a full handshake. The summary then has a `tls` line
 // (versions, groups, resumptions, handshake latency).
 //
+// -idle holds each IMAP session in IDLE instead (the NOOP check sends DONE first). -stall
+// CMD makes every session a stalled reader: it sends `s CMD` (e.g. a large FETCH) and never
+// reads again (use -check=false; -rcvbuf keeps its receive buffer small). -proto pop3 (USER,
+// PASS) and -proto submission (EHLO, AUTH PLAIN) hold POP3 and Submission sessions the same
+// way, checked with NOOP.
+//
 // One session is one file descriptor. The process refuses -n above maxSessions (and above
 // what RLIMIT_NOFILE allows): run several processes for more.
 package main
@@ -27,10 +33,12 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -65,6 +73,10 @@ func run() int {
 	concurrency := flag.Int("concurrency", 50, "sessions being set up at the same time")
 	hold := flag.Duration("hold", 0, "how long to hold the sessions once all are set up (0: until SIGINT/SIGTERM)")
 	mailbox := flag.String("mailbox", "INBOX", "mailbox to SELECT (empty: no SELECT)")
+	proto := flag.String("proto", "imap", "protocol: imap, pop3 (USER/PASS, then held idle) or submission (EHLO, AUTH PLAIN, then held idle); -mailbox, -idle and -stall are IMAP's")
+	idle := flag.Bool("idle", false, "hold each session in IDLE (after SELECT); the NOOP check ends it with DONE first")
+	rcvbuf := flag.Int("rcvbuf", 0, "SO_RCVBUF for each session's socket, set before connecting (0: the kernel's autotuning); a small one keeps stalled readers from filling the machine's TCP memory")
+	stall := flag.String("stall", "", "after SELECT send `s <this command>` (e.g. \"FETCH 1 BODY.PEEK[]\") and never read again: a stalled reader (use with -check=false)")
 	timeout := flag.Duration("timeout", 30*time.Second, "limit for each step (connect, greeting, LOGIN, SELECT, NOOP)")
 	check := flag.Bool("check", true, "send NOOP on every held session before closing it and count the replies")
 	progress := flag.Duration("progress", time.Second, "progress interval on stderr (0: none)")
@@ -110,11 +122,25 @@ func run() int {
 		return fail("-cafile, -insecure and -tickets need -tls")
 	}
 
+	switch *proto {
+	case "imap":
+	case "pop3", "submission":
+		*mailbox = ""
+		if *idle || *stall != "" {
+			return fail("-idle and -stall are for -proto imap")
+		}
+	default:
+		return fail("-proto must be imap, pop3 or submission")
+	}
 	l := &load{
 		addr:     *addr,
 		accounts: accounts,
 		srcs:     srcs,
 		mailbox:  *mailbox,
+		proto:    *proto,
+		idle:     *idle,
+		stall:    *stall,
+		rcvbuf:   *rcvbuf,
 		timeout:  *timeout,
 		failures: map[string]int{},
 		sessions: make([]*session, *n),
@@ -225,6 +251,10 @@ type load struct {
 	accounts []account
 	srcs     []netip.Addr
 	mailbox  string
+	proto    string // imap, pop3 or submission
+	idle     bool
+	stall    string
+	rcvbuf   int
 	timeout  time.Duration
 	prefix   string
 	tls      *tls.Config // nil: plain
@@ -274,12 +304,19 @@ func (l *load) open(i int) {
 	d := net.Dialer{Timeout: l.timeout}
 	if len(l.srcs) > 0 {
 		d.LocalAddr = &net.TCPAddr{IP: l.srcs[i%len(l.srcs)].AsSlice()}
-		// Choose the port at connect time, per destination: many source addresses then
-		// give far more than 28k ports.
+	}
+	if len(l.srcs) > 0 || l.rcvbuf > 0 {
 		d.Control = func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+				if len(l.srcs) > 0 {
+					// Choose the port at connect time, per destination: many source
+					// addresses then give far more than 28k ports.
+					serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+				}
+				if serr == nil && l.rcvbuf > 0 {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, l.rcvbuf)
+				}
 			})
 			if err != nil {
 				return err
@@ -321,6 +358,16 @@ func (l *load) open(i int) {
 	}
 	r := bufio.NewReaderSize(conn, 1024)
 	conn.SetDeadline(time.Now().Add(l.timeout))
+	if l.proto != "imap" {
+		loginLat, err := l.loginOther(conn, r, acct)
+		if err != nil {
+			conn.Close()
+			l.fail(err.Error())
+			return
+		}
+		l.established1(conn, r, t0, loginLat, i)
+		return
+	}
 	line, err := readLine(r)
 	if err != nil {
 		conn.Close()
@@ -370,6 +417,31 @@ func (l *load) open(i int) {
 			return
 		}
 	}
+	if l.idle {
+		conn.SetDeadline(time.Now().Add(l.timeout))
+		if _, err := io.WriteString(conn, "i IDLE\r\n"); err != nil {
+			conn.Close()
+			l.fail("idle: write: " + errText(err))
+			return
+		}
+		line, err := readLine(r)
+		if err != nil {
+			conn.Close()
+			l.fail("idle: " + errText(err))
+			return
+		}
+		if !strings.HasPrefix(line, "+") {
+			conn.Close()
+			l.fail("idle: " + shorten(line))
+			return
+		}
+	}
+	l.established1(conn, r, t0, loginLat, i)
+}
+
+// established1 records session i as set up and starts watching it (or, with -stall, sends
+// the stalling command and reads no more).
+func (l *load) established1(conn net.Conn, r *bufio.Reader, t0 time.Time, loginLat time.Duration, i int) {
 	conn.SetDeadline(time.Time{})
 	sessLat := time.Since(t0)
 	s := &session{conn: conn, r: r, noop: make(chan string, 1)}
@@ -379,7 +451,90 @@ func (l *load) open(i int) {
 	l.sessionLat = append(l.sessionLat, sessLat)
 	l.mu.Unlock()
 	l.established.Add(1)
+	if l.stall != "" {
+		// A stalled reader: ask for a lot, then read nothing (no watch).
+		if _, err := io.WriteString(conn, "s "+l.stall+"\r\n"); err != nil {
+			l.fail("stall: write: " + errText(err))
+		}
+		return
+	}
 	go l.watch(s)
+}
+
+// loginOther runs the greeting and login of POP3 (USER, PASS) or Submission (EHLO, AUTH
+// PLAIN with an initial response) and returns the login latency (the login command sent →
+// its final reply).
+func (l *load) loginOther(conn net.Conn, r *bufio.Reader, acct account) (time.Duration, error) {
+	// reply reads one reply: a line, or for SMTP the lines up to the last one ("250 " after
+	// "250-"), and returns the last.
+	reply := func(smtp bool) (string, error) {
+		for {
+			line, err := readLine(r)
+			if err != nil {
+				return "", err
+			}
+			if smtp && len(line) > 3 && line[3] == '-' {
+				continue
+			}
+			return line, nil
+		}
+	}
+	send := func(s string) error {
+		_, err := io.WriteString(conn, s+"\r\n")
+		return err
+	}
+	if l.proto == "pop3" {
+		line, err := reply(false)
+		if err != nil {
+			return 0, fmt.Errorf("greeting: %s", errText(err))
+		}
+		if !strings.HasPrefix(line, "+OK") {
+			return 0, fmt.Errorf("greeting: %s", shorten(line))
+		}
+		t1 := time.Now()
+		if err := send("USER " + acct.user); err != nil {
+			return 0, fmt.Errorf("login: write: %s", errText(err))
+		}
+		if line, err = reply(false); err != nil || !strings.HasPrefix(line, "+OK") {
+			return 0, fmt.Errorf("login: USER: %s%s", shorten(line), errOrEmpty(err))
+		}
+		if err := send("PASS " + acct.pass); err != nil {
+			return 0, fmt.Errorf("login: write: %s", errText(err))
+		}
+		if line, err = reply(false); err != nil || !strings.HasPrefix(line, "+OK") {
+			return 0, fmt.Errorf("login: PASS: %s%s", shorten(line), errOrEmpty(err))
+		}
+		return time.Since(t1), nil
+	}
+	line, err := reply(true)
+	if err != nil {
+		return 0, fmt.Errorf("greeting: %s", errText(err))
+	}
+	if !strings.HasPrefix(line, "220") {
+		return 0, fmt.Errorf("greeting: %s", shorten(line))
+	}
+	if err := send("EHLO bench.invalid"); err != nil {
+		return 0, fmt.Errorf("ehlo: write: %s", errText(err))
+	}
+	if line, err = reply(true); err != nil || !strings.HasPrefix(line, "250") {
+		return 0, fmt.Errorf("ehlo: %s%s", shorten(line), errOrEmpty(err))
+	}
+	t1 := time.Now()
+	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + acct.user + "\x00" + acct.pass))
+	if err := send("AUTH PLAIN " + ir); err != nil {
+		return 0, fmt.Errorf("login: write: %s", errText(err))
+	}
+	if line, err = reply(true); err != nil || !strings.HasPrefix(line, "235") {
+		return 0, fmt.Errorf("login: AUTH: %s%s", shorten(line), errOrEmpty(err))
+	}
+	return time.Since(t1), nil
+}
+
+func errOrEmpty(err error) string {
+	if err == nil {
+		return ""
+	}
+	return errText(err)
 }
 
 // watch reads a held session. Nothing is expected except the NOOP reply at the end; EOF,
@@ -416,6 +571,18 @@ func (l *load) watch(s *session) {
 		if strings.HasPrefix(line, "* BYE") {
 			bye = shorten(strings.TrimPrefix(line, "* BYE "))
 		}
+		if l.proto != "imap" {
+			// POP3 and Submission: nothing is expected while held but the NOOP reply.
+			reply := line
+			if strings.HasPrefix(line, "+OK") || strings.HasPrefix(line, "250") {
+				reply = "OK " + line
+			}
+			select {
+			case s.noop <- reply:
+			default:
+			}
+			continue
+		}
 		if strings.HasPrefix(line, "c ") {
 			select {
 			case s.noop <- strings.TrimPrefix(line, "c "):
@@ -427,6 +594,12 @@ func (l *load) watch(s *session) {
 
 // noopAll sends NOOP on every held session and waits for the tagged replies.
 func (l *load) noopAll(concurrency int, fails map[string]int) (checked, ok int) {
+	noopCmd := "c NOOP\r\n"
+	if l.proto != "imap" {
+		noopCmd = "NOOP\r\n"
+	} else if l.idle {
+		noopCmd = "DONE\r\n" + noopCmd
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	work := make(chan *session)
@@ -438,7 +611,7 @@ func (l *load) noopAll(concurrency int, fails map[string]int) (checked, ok int) 
 				res := ""
 				if s.isDropped() {
 					res = "dropped before the check"
-				} else if _, err := io.WriteString(s.conn, "c NOOP\r\n"); err != nil {
+				} else if _, err := io.WriteString(s.conn, noopCmd); err != nil {
 					res = "write: " + errText(err)
 				} else {
 					select {
@@ -478,8 +651,8 @@ func (l *load) printSummary(n int, setup, held time.Duration, alive int, check b
 	p := l.prefix
 	fmt.Printf("%sSUMMARY addr=%s sessions=%d established=%d failed=%d dropped_while_held=%d alive_at_end=%d setup=%.2fs held=%.1fs\n",
 		p, l.addr, n, l.established.Load(), l.failed.Load(), l.dropped.Load(), alive, setup.Seconds(), held.Seconds())
-	fmt.Printf("%slogin_latency p50=%s p99=%s max=%s (LOGIN sent -> tagged reply, %d logins)\n", p,
-		pct(l.loginLat, 50), pct(l.loginLat, 99), pct(l.loginLat, 100), len(l.loginLat))
+	fmt.Printf("%slogin_latency p50=%s p99=%s p999=%s max=%s (LOGIN sent -> tagged reply, %d logins)\n", p,
+		pct(l.loginLat, 50), pct(l.loginLat, 99), pct(l.loginLat, 99.9), pct(l.loginLat, 100), len(l.loginLat))
 	fmt.Printf("%ssession_setup p50=%s p99=%s max=%s (connect -> SELECT done)\n", p,
 		pct(l.sessionLat, 50), pct(l.sessionLat, 99), pct(l.sessionLat, 100))
 	if len(l.hsLat) > 0 {
@@ -518,13 +691,13 @@ func sortedKeys(m map[string]int) []string {
 	return keys
 }
 
-func pct(d []time.Duration, p int) string {
+func pct(d []time.Duration, p float64) string {
 	if len(d) == 0 {
 		return "-"
 	}
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := (len(s)*p + 99) / 100 // nearest rank
+	i := int(math.Ceil(float64(len(s)) * p / 100)) // nearest rank
 	if i < 1 {
 		i = 1
 	}

@@ -63,7 +63,7 @@ type group struct {
 
 func run() int {
 	addr := flag.String("addr", "127.0.0.1:993", "implicit-TLS IMAP address")
-	pid := flag.Int("pid", 0, "server process id, for its CPU time (required)")
+	pidList := flag.String("pid", "", "server process id(s), comma-separated (a multi-process server: their CPU is summed); required")
 	conc := flag.Int("c", 32, "concurrent clients")
 	duration := flag.Duration("duration", 4*time.Second, "measuring window per group and round")
 	warmup := flag.Duration("warmup", 500*time.Millisecond, "unmeasured start of each window")
@@ -88,8 +88,9 @@ func run() int {
 		}
 		return 0
 	}
-	if *pid <= 0 {
-		return fail("-pid is required")
+	pid, perr := parsePids(*pidList)
+	if perr != nil || len(pid) == 0 {
+		return fail("-pid is required (one or more process ids)")
 	}
 	if (*caFile == "") == !*insecure {
 		return fail("give either -cafile FILE or -insecure")
@@ -97,8 +98,8 @@ func run() int {
 	if *conc < 1 || *rounds < 1 || *duration <= 0 {
 		return fail("-c, -rounds and -duration must be positive")
 	}
-	if _, _, err := cpuOf(*pid); err != nil {
-		return fail("-pid %d: %v", *pid, err)
+	if _, _, err := cpuOf(pid); err != nil {
+		return fail("-pid %s: %v", *pidList, err)
 	}
 	name := *serverName
 	if name == "" {
@@ -140,8 +141,8 @@ func run() int {
 		return fail("-source-ips: %v", err)
 	}
 
-	fmt.Printf("tlshs: %s, %d clients, %d rounds of %v (+%v warm-up) per group, server pid %d\n",
-		*addr, *conc, *rounds, *duration, *warmup, *pid)
+	fmt.Printf("tlshs: %s, %d clients, %d rounds of %v (+%v warm-up) per group, server pid %s\n",
+		*addr, *conc, *rounds, *duration, *warmup, *pidList)
 	fmt.Printf("%-5s %-15s %8s %7s %9s %11s %11s %11s %11s %6s %9s %6s\n", "round", "group", "hs", "wall_s", "hs/s_wall",
 		"srv_cpu_s", "(sched_s)", "hs/cpu_s", "(sched)", "util", "client_s", "errors")
 	perGroup := map[string][]float64{}
@@ -151,7 +152,7 @@ func run() int {
 		byRound[r] = map[string]float64{}
 		for i := range groups {
 			g := groups[(i+r)%len(groups)] // the order rotates by round
-			w, err := window(*addr, g, srcs, *conc, *warmup, *duration, *timeout, *pid)
+			w, err := window(*addr, g, srcs, *conc, *warmup, *duration, *timeout, pid)
 			if err != nil {
 				return fail("round %d %s: %v", r+1, g.name, err)
 			}
@@ -198,7 +199,7 @@ type result struct {
 }
 
 // window runs conc clients with g's config for warmup+duration and measures the last part.
-func window(addr string, g group, srcs []netip.Addr, conc int, warmup, duration, timeout time.Duration, pid int) (result, error) {
+func window(addr string, g group, srcs []netip.Addr, conc int, warmup, duration, timeout time.Duration, pid []int) (result, error) {
 	var res result
 	var hs, errs, wrong atomic.Int64
 	var gotGroup atomic.Uint32
@@ -347,8 +348,38 @@ func short(err error) string {
 	return s
 }
 
-// cpuOf returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
-func cpuOf(pid int) (ticks, runNs int64, err error) {
+// parsePids parses a comma-separated list of process ids.
+func parsePids(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("bad process id %q", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// cpuOf returns the summed utime+stime of pids in clock ticks and the sum of their threads'
+// run time in ns.
+func cpuOf(pids []int) (ticks, runNs int64, err error) {
+	for _, pid := range pids {
+		t, n, err := cpuOfOne(pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		ticks += t
+		runNs += n
+	}
+	return ticks, runNs, nil
+}
+
+// cpuOfOne returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
+func cpuOfOne(pid int) (ticks, runNs int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, 0, err
