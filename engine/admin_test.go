@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -371,8 +372,8 @@ func TestSessionsAndKick(t *testing.T) {
 	start := time.Now()
 	recs := []*endRecord{
 		{id: "s1", listener: "imap-in", user: "alice", target: "10.0.0.1:143", started: start.UnixNano(), in: 20, out: 100},
-		{id: "s2", listener: "imap-in", user: "bob", target: "10.0.0.1:143", started: start.UnixNano() + 1, vsite: "v2"},
-		{id: "s3", listener: "imap-in", user: "alice", target: "10.0.0.2:143", started: start.UnixNano() + 2, vsite: "v1"},
+		{id: "s2", listener: "imap-in", user: "bob", target: "10.0.0.1:143", started: start.UnixNano() + 1, extra: &endExtra{vsite: "v2"}},
+		{id: "s3", listener: "imap-in", user: "alice", target: "10.0.0.2:143", started: start.UnixNano() + 2, extra: &endExtra{vsite: "v1"}},
 	}
 	pairs := make([]*adminPair, len(recs))
 	dones := make([]<-chan relay.Stats, len(recs))
@@ -587,4 +588,12 @@ func TestAdminSessionsAndKickEndToEnd(t *testing.T) {
 		_, body := adminDo(t, "GET", "http://"+addr+"/sessions", adminTestToken)
 		return !strings.Contains(body, `"user":"alice"`)
 	}, "the kicked session leaves /sessions")
+}
+
+// Every idle relayed session holds one endRecord: it must stay in the 176-byte size
+// class (the rarely set fields live behind endRecord.extra).
+func TestEndRecordSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(endRecord{}); n > 176 {
+		t.Fatalf("endRecord is %d bytes: past the 176-byte size class, every idle session pays the next one", n)
+	}
 }

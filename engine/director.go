@@ -327,7 +327,7 @@ func (d *director) flushEnded() {
 func (d *director) refreshLive() {
 	seen := map[string]struct{}{}
 	d.srv.eachSession(sessionFilter{}, func(rec *endRecord, _ *relay.Handle) {
-		if rec.directed {
+		if rec.directed() {
 			seen[rec.user] = struct{}{}
 		}
 	})

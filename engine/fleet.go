@@ -290,7 +290,7 @@ func (f *fleet) record(rec *endRecord, h *relay.Handle) route.SessionRecord {
 		Listener:  rec.listener,
 		Client:    rec.remote.String(),
 		Backend:   rec.target,
-		Vsite:     rec.vsite,
+		Vsite:     rec.vsite(),
 		Started:   time.Unix(0, rec.started).UTC(),
 		ToClient:  rec.out + toClient,
 		ToBackend: rec.in + toBackend,

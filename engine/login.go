@@ -340,7 +340,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	srv.stats.sessionRelayed(proto)
 	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
 	rec := s.record(out.target)
-	rec.vsite, rec.directed = out.vsite, out.directed
+	rec.setExtra(rec.lbID(), out.vsite, out.directed)
 	// Done lives as long as the session: it must not hold out (and with it the login reply
 	// the relay has long sent), only what it needs.
 	targetAP := out.targetAP
@@ -370,7 +370,7 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 			srv.unregisterSession(rec) // Done may come before Add returns: see sessions.go
 			srv.stats.RelayToBackend.Add(st.ToBackend)
 			srv.stats.RelayToClient.Add(st.ToClient)
-			if rec.directed {
+			if rec.directed() {
 				srv.director.ended(rec)
 			}
 			if srv.spreader != nil {

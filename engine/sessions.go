@@ -130,7 +130,7 @@ type sessionFilter struct {
 
 func (f sessionFilter) match(rec *endRecord) bool {
 	if (f.user != "" && f.user != rec.user) || (f.backend != "" && f.backend != rec.target) ||
-		(f.vsite != "" && f.vsite != rec.vsite) || (f.before != 0 && rec.started >= f.before) {
+		(f.vsite != "" && f.vsite != rec.vsite()) || (f.before != 0 && rec.started >= f.before) {
 		return false
 	}
 	if f.backendIP.IsValid() {
@@ -196,7 +196,7 @@ func (srv *Server) sessionList(f sessionFilter) []SessionInfo {
 			Protocol:  srv.listenerProtocol(rec.listener),
 			Client:    rec.remote.String(),
 			Backend:   rec.target,
-			Vsite:     rec.vsite,
+			Vsite:     rec.vsite(),
 			Started:   time.Unix(0, rec.started).UTC(),
 			ToClient:  rec.out + toClient,
 			ToBackend: rec.in + toBackend,
