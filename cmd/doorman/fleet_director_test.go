@@ -5,11 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,61 +21,6 @@ import (
 // backend through either process (the ring's choice, stored in Redis); after a backend is
 // taken out of the site, only the users that were on it move, to the ring's choice over
 // the two left, and everyone else stays where they were.
-
-// directorDaemon is one Doorman process; its stop sends SIGTERM and waits.
-type directorDaemon struct {
-	cmd    *exec.Cmd
-	log    string
-	addr   string
-	exited chan struct{} // closed once the process has exited and cmd.ProcessState is set
-}
-
-// startDirectorDaemon runs one Doorman process on yml until the test ends.
-func startDirectorDaemon(t *testing.T, yml, addr string) *directorDaemon {
-	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "doorman.yaml")
-	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := &directorDaemon{cmd: exec.Command(os.Args[0], "-c", conf), log: filepath.Join(dir, "doorman.log"), addr: addr}
-	d.cmd.Env = append(os.Environ(), "DOORMAN_TEST_DAEMON=1")
-	logf, err := os.Create(d.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	d.exited = exited
-	go func() { _ = d.cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-exited
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(d.log)
-			t.Logf("doorman at %s:\n%s", addr, b)
-		}
-	})
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return d
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("doorman on %s did not come up: %v", addr, err)
-		}
-	}
-}
 
 // directorLogin logs user in through addr from the client address from and logs out; the
 // backend whose log shows that address is where the login went.
@@ -173,7 +114,7 @@ func TestDirectorOnTwoProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		startDirectorDaemon(t, fmt.Sprintf(`listeners:
+		startDaemon(t, t.TempDir(), fmt.Sprintf(`listeners:
   - {name: imap, protocol: imap, address: %q}
 passdb:
   - {driver: redis, addrs: [%q]}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,54 +22,6 @@ import (
 // sessions on both processes within a second and leaves the others alone; doormanctl
 // sessions lists both processes' sessions; a process killed outright drops out of the
 // view once its records expire.
-
-// startKickDaemon is startDaemon (fleet_test.go) that also returns the process, so the
-// test can kill it.
-func startKickDaemon(t *testing.T, dir, yml, addr string) *exec.Cmd {
-	t.Helper()
-	conf := filepath.Join(dir, "doorman.yaml")
-	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "-c", conf)
-	cmd.Env = append(os.Environ(), "DOORMAN_TEST_DAEMON=1")
-	logf, err := os.Create(filepath.Join(dir, "doorman.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("doorman at %s:\n%s", addr, b)
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return cmd
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("doorman on %s did not come up: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // kickConn is one logged-in IMAP connection through Doorman.
 type kickConn struct {
@@ -182,14 +133,14 @@ func TestFleetKickOnTwoProcesses(t *testing.T) {
 
 	const sessionTTL = 2 * time.Second
 	var addrs []string
-	var procs []*exec.Cmd
+	var procs []*daemon
 	for i := range 2 {
 		p, err := testenv.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", p)
-		procs = append(procs, startKickDaemon(t, t.TempDir(), fmt.Sprintf(`hostname: d%d
+		procs = append(procs, startDaemon(t, t.TempDir(), fmt.Sprintf(`hostname: d%d
 listeners:
   - {name: imap, protocol: imap, address: %q}
 passdb:
@@ -288,7 +239,7 @@ log: {level: info, format: json}
 	}
 
 	// A process killed outright: its records vanish once they expire.
-	if err := procs[1].Process.Signal(syscall.SIGKILL); err != nil {
+	if err := procs[1].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killedAt := time.Now()

@@ -31,50 +31,56 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// startDaemon runs one Doorman process on the given configuration until the test ends.
-func startDaemon(t *testing.T, dir, yml, addr string) {
+// daemon is one Doorman process started by startDaemon; the test's cleanup sends it
+// SIGTERM and waits (killing it after 15 s).
+type daemon struct {
+	cmd    *exec.Cmd
+	log    string        // its log file
+	exited chan struct{} // closed once the process has exited and cmd.ProcessState is set
+}
+
+// startDaemon runs one Doorman process on the given configuration (written to dir) until
+// the test ends, and returns once it accepts connections on addr.
+func startDaemon(t *testing.T, dir, yml, addr string) *daemon {
 	t.Helper()
 	conf := filepath.Join(dir, "doorman.yaml")
 	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-c", conf)
-	cmd.Env = append(os.Environ(), "DOORMAN_TEST_DAEMON=1")
-	logf, err := os.Create(filepath.Join(dir, "doorman.log"))
+	d := &daemon{cmd: exec.Command(os.Args[0], "-c", conf), log: filepath.Join(dir, "doorman.log"), exited: make(chan struct{})}
+	d.cmd.Env = append(os.Environ(), "DOORMAN_TEST_DAEMON=1")
+	logf, err := os.Create(d.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
+		case <-d.exited:
+		case <-time.After(15 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.exited
 		}
 		logf.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
+			b, _ := os.ReadFile(d.log)
 			t.Logf("doorman at %s:\n%s", addr, b)
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return d
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("doorman on %s did not come up: %v", addr, err)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -148,7 +148,7 @@ shutdown_spread: 1s
 log: {level: info, format: json}
 `, addr, passwd, trusted, greeting)
 	}
-	d := startDirectorDaemon(t, conf("127.0.0.0/8", "Doorman ready."), addr)
+	d := startDaemon(t, t.TempDir(), conf("127.0.0.0/8", "Doorman ready."), addr)
 	confPath := d.cmd.Args[len(d.cmd.Args)-1]
 	const from = "127.0.0.9" // not the listener's own address: only trust makes it secured
 
