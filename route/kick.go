@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -96,30 +95,7 @@ func (f *Fleet) KickRecord(ctx context.Context, kind, value string) (at time.Tim
 // a Cluster). Records that vanish meanwhile or do not parse are skipped.
 func (f *Fleet) KickRecords(ctx context.Context) ([]KickRecord, error) {
 	prefix := f.prefix + "kick:"
-	var (
-		mu   sync.Mutex
-		keys []string
-	)
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		it := c.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
-		var ks []string
-		for it.Next(ctx) {
-			ks = append(ks, it.Val())
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		mu.Lock()
-		keys = append(keys, ks...)
-		mu.Unlock()
-		return nil
-	}
-	var err error
-	if cc, ok := f.c.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, f.c)
-	}
+	keys, err := scanKeys(ctx, f.c, prefix)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -294,30 +293,7 @@ func (f *Fleet) VsiteKey(id string) string { return f.prefix + "vsite:" + id }
 
 // scanHashes reads every hash named prefix<id> (SCAN on every master, as ReloadVsites).
 func (f *Fleet) scanHashes(ctx context.Context, prefix string) (map[string]map[string]string, error) {
-	var (
-		mu   sync.Mutex
-		keys []string
-	)
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		it := c.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
-		var ks []string
-		for it.Next(ctx) {
-			ks = append(ks, it.Val())
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		mu.Lock()
-		keys = append(keys, ks...)
-		mu.Unlock()
-		return nil
-	}
-	var err error
-	if cc, ok := f.c.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, f.c)
-	}
+	keys, err := scanKeys(ctx, f.c, prefix)
 	if err != nil {
 		return nil, err
 	}

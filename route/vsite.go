@@ -104,30 +104,7 @@ func (r *Redis) ReloadVsites(ctx context.Context) error {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
 	prefix := r.prefix + "vsite:"
-	var (
-		mu   sync.Mutex
-		keys []string
-	)
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		it := c.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
-		var ks []string
-		for it.Next(ctx) {
-			ks = append(ks, it.Val())
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		mu.Lock()
-		keys = append(keys, ks...)
-		mu.Unlock()
-		return nil
-	}
-	var err error
-	if cc, ok := r.client.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, r.client)
-	}
+	keys, err := scanKeys(ctx, r.client, prefix)
 	if err != nil {
 		return &TempError{Passdb: r.Name(), Err: fmt.Errorf("scan vsites: %w", err)}
 	}
@@ -161,6 +138,34 @@ func (r *Redis) ReloadVsite(ctx context.Context, id string) error {
 	}
 	r.vsites.Store(&table)
 	return nil
+}
+
+// scanKeys lists the keys that start with prefix: SCAN, on every master of a Cluster
+// (a Cluster client's SCAN would see one node only).
+func scanKeys(ctx context.Context, c redis.UniversalClient, prefix string) ([]string, error) {
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		it := c.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
+		var ks []string
+		for it.Next(ctx) {
+			ks = append(ks, it.Val())
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
+		mu.Lock()
+		keys = append(keys, ks...)
+		mu.Unlock()
+		return nil
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+		return keys, err
+	}
+	return keys, scan(ctx, c)
 }
 
 func escapeGlob(s string) string {
