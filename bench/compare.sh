@@ -278,12 +278,14 @@ login_one() {
 	# warm-up (auth caches, process start)
 	"$WORK/bin/loginrate" -addr "$addr" -users "$WORK/users.txt" -workers 8 -duration 2s -source-ips 127.70.0.1-127.70.0.250 >/dev/null 2>&1 || true
 	[ "$target" = direct ] || pids=$(cpu_pids)
-	local c0 c1 a0=0 a1=0
+	local c0 c1 u0 u1 a0=0 a1=0
 	c0=$(bl_cpu $pids)
+	u0=$(bl_ucpu $pids)
 	[ "$target" = nginx ] && a0=$(bl_cpu "$AUTHHTTP_PID")
 	out=$("$WORK/bin/loginrate" -addr "$addr" -users "$WORK/users.txt" -workers 32 -rate "$LOGIN_RATE" -duration "${LOGIN_SECS}s" \
 		-source-ips 127.71.0.1-127.71.0.250 2>&1) || log "loginrate failed: $out"
 	c1=$(bl_cpu $pids)
+	u1=$(bl_ucpu $pids)
 	[ "$target" = nginx ] && a1=$(bl_cpu "$AUTHHTTP_PID")
 	local res logins
 	res=$(echo "$out" | grep '^RESULT' || true)
@@ -296,9 +298,10 @@ login_one() {
 	R[paced_errors/$target]=$(get errors)
 	if [ "$target" != direct ] && [ -n "$logins" ] && [ "$logins" -gt 0 ]; then
 		R[cpu_login/$target]=$(awk -v c=$((c1 - c0)) -v n="$logins" 'BEGIN {printf "%.0f", c * 10000 / n}')
+		R[ucpu_login/$target]=$(awk -v c=$((u1 - u0)) -v n="$logins" 'BEGIN {printf "%.0f", c * 10000 / n}')
 		[ "$target" = nginx ] && R[cpu_login_auth/$target]=$(awk -v c=$((a1 - a0)) -v n="$logins" 'BEGIN {printf "%.0f", c * 10000 / n}')
 	fi
-	log "logins $target at $LOGIN_RATE/s: $res; proxy CPU $(((c1 - c0) * 10)) ms = ${R[cpu_login/$target]:--} us/login${R[cpu_login_auth/$target]:+ (+ authhttp ${R[cpu_login_auth/$target]} us)}"
+	log "logins $target at $LOGIN_RATE/s: $res; proxy CPU $(((c1 - c0) * 10)) ms = ${R[cpu_login/$target]:--} us/login (user space ${R[ucpu_login/$target]:--} us)${R[cpu_login_auth/$target]:+ (+ authhttp ${R[cpu_login_auth/$target]} us)}"
 	echo "$out" | grep '^error' | head -3 >&2 || true
 	c0=$(bl_cpu $pids)
 	out=$("$WORK/bin/loginrate" -addr "$addr" -users "$WORK/users.txt" -workers "$MAX_WORKERS" -duration "${MAX_SECS}s" \
@@ -470,6 +473,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		echo "| login latency $p at $LOGIN_RATE/s ÷ direct (direct ${R[lat_$p/direct]:--} ms) | $(ratio "${R[lat_$p/doorman]:-}" "${R[lat_$p/direct]:-}") (${R[lat_$p/doorman]:--} ms) | $(ratio "${R[lat_$p/dovecot]:-}" "${R[lat_$p/direct]:-}") (${R[lat_$p/dovecot]:--} ms) | $(ratio "${R[lat_$p/nginx]:-}" "${R[lat_$p/direct]:-}") (${R[lat_$p/nginx]:--} ms) | $(ratio "${R[lat_$p/doorman]:-}" "${R[lat_$p/dovecot]:-}") | $(ratio "${R[lat_$p/doorman]:-}" "${R[lat_$p/nginx]:-}") |"
 	done
 	echo "| proxy CPU µs per login at $LOGIN_RATE/s | ${R[cpu_login/doorman]:--} | ${R[cpu_login/dovecot]:--} | ${R[cpu_login/nginx]:--} (+ authhttp ${R[cpu_login_auth/nginx]:--}) | $(ratio "${R[cpu_login/doorman]:-}" "${R[cpu_login/dovecot]:-}") | $(ratio "${R[cpu_login/doorman]:-}" "${R[cpu_login/nginx]:-}") |"
+	echo "| of which user space (utime), µs per login at $LOGIN_RATE/s | ${R[ucpu_login/doorman]:--} | ${R[ucpu_login/dovecot]:--} | ${R[ucpu_login/nginx]:--} | $(ratio "${R[ucpu_login/doorman]:-}" "${R[ucpu_login/dovecot]:-}") | $(ratio "${R[ucpu_login/doorman]:-}" "${R[ucpu_login/nginx]:-}") |"
 	echo "| proxy CPU µs per login, unpaced ($MAX_WORKERS workers) | ${R[max_cpu_login/doorman]:--} | ${R[max_cpu_login/dovecot]:--} | ${R[max_cpu_login/nginx]:--} | $(ratio "${R[max_cpu_login/doorman]:-}" "${R[max_cpu_login/dovecot]:-}") | $(ratio "${R[max_cpu_login/doorman]:-}" "${R[max_cpu_login/nginx]:-}") |"
 	echo "| login rate, $MAX_WORKERS workers, /s (direct ${R[max_rate/direct]:--}) | ${R[max_rate/doorman]:--} | ${R[max_rate/dovecot]:--} | ${R[max_rate/nginx]:--} | $(ratio "${R[max_rate/doorman]:-}" "${R[max_rate/dovecot]:-}") | $(ratio "${R[max_rate/doorman]:-}" "${R[max_rate/nginx]:-}") |"
 	for m in fetch append; do

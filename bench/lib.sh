@@ -357,6 +357,16 @@ bl_cpu() {
 	echo "$t"
 }
 
+# bl_ucpu PIDS...: utime alone (user space, reaped children included), in clock ticks.
+bl_ucpu() {
+	local p t=0 v
+	for p in "$@"; do
+		v=$(awk '{sub(/.*\) /, ""); print $12 + $14}' "/proc/$p/stat" 2>/dev/null) || continue
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+
 # bl_fds PIDS...: open file descriptors summed.
 bl_fds() {
 	local p n=0
