@@ -51,6 +51,7 @@ type director struct {
 	done      chan struct{}
 
 	kept, assigned, moved, failed atomic.Int64
+	unstored                      atomic.Int64 // Redis errors: the ring's choice, not stored
 	refreshes, refreshErrors      atomic.Int64
 }
 
@@ -140,8 +141,13 @@ func (d *director) assign(ctx context.Context, user string, fields map[string]st
 	as, err := d.fl.AssignRing(actx, user, ds.ring, d.liveTTL())
 	cancel()
 	if err != nil {
-		d.failed.Add(1)
-		return false, err
+		// Redis is away: every host computes the same ring, so its choice still keeps a
+		// user's sessions together (unless a stored assignment differed). The login
+		// goes on; the assignment is stored at the user's next login.
+		d.unstored.Add(1)
+		d.log.Warn("director: assignment not read or stored; using the ring's choice",
+			zap.String("user", user), zap.String("site", siteID), zap.Error(err))
+		as = route.Assignment{Host: ds.ring.Host(user)}
 	}
 	host := as.Host
 	ip, port, err := splitDirectorHost(host)
@@ -374,11 +380,12 @@ func (d *director) appendMetrics(m *metricWriter) {
 		return
 	}
 	const name = "doorman_director_assignments_total"
-	m.family(name, "counter", "Director assignments of users without a host: existing (the stored backend), new (the ring's choice, stored), moved (the stored backend left the site), failed.")
+	m.family(name, "counter", "Director assignments of users without a host: existing (the stored backend), new (the ring's choice, stored), moved (the stored backend left the site), unstored (Redis unreachable: the ring's choice, not stored), failed.")
 	m.sample(name, `result="existing"`, d.kept.Load())
 	m.sample(name, `result="new"`, d.assigned.Load())
 	m.sample(name, `result="moved"`, d.moved.Load())
 	m.sample(name, `result="failed"`, d.failed.Load())
+	m.sample(name, `result="unstored"`, d.unstored.Load())
 	m.one("doorman_director_record_updates_total", "counter", "Pipelines renewing or starting the expiry of director records.", d.refreshes.Load())
 	m.one("doorman_director_record_update_errors_total", "counter", "Such pipelines that failed (Redis errors).", d.refreshErrors.Load())
 	d.mu.Lock()

@@ -253,3 +253,33 @@ func TestHistogramAndLabelEscapes(t *testing.T) {
 		t.Errorf("escapeLabel: %q", got)
 	}
 }
+
+// Redis down after a user is cached: the director cannot read or store the assignment, and
+// the login goes to the ring's choice (the same on every host) instead of failing.
+func TestDirectorWithoutRedis(t *testing.T) {
+	be := sharedBackend(t)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &ownRedis{t: t, port: port}
+	r.start()
+	t.Cleanup(r.kill)
+	routetest.HSet(t, r.addr(), "doorman:site:s1", map[string]string{"hosts": be.IMAPAddr})
+	routetest.HSet(t, r.addr(), "doorman:user:alice", map[string]string{"password": "{PLAIN}secret", "proxy": "", "site": "s1"})
+	p := startRedisProxy(t, r.addr(), "auth_cache_size: 100\nauth_penalty: no")
+	res, c := imapLogin(t, p.addr, "alice", "secret") // loads the site, caches alice
+	expectPrefix(t, res, "a OK")
+	c.c.Close()
+
+	r.kill()
+	res, c = imapLogin(t, p.addr, "alice", "secret")
+	expectPrefix(t, res, "a OK")
+	c.c.Close()
+	if n := p.logs.FilterMessageSnippet("using the ring's choice").Len(); n == 0 {
+		t.Fatal("no log line for the assignment made without Redis")
+	}
+	if v := metricValue(t, string(p.srv.appendMetrics(nil)), `doorman_director_assignments_total{result="unstored"}`); v < 1 {
+		t.Fatalf(`doorman_director_assignments_total{result="unstored"} = %d, want >= 1`, v)
+	}
+}
