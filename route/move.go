@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -44,8 +45,17 @@ func (t MoveTarget) check() error {
 		return errors.New("route: move: a port goes with a host, not a vsite")
 	case strings.ContainsAny(t.Host+t.Vsite, " \t\r\n,"):
 		return fmt.Errorf("route: move: bad target %q", t.Host+t.Vsite)
+	case t.Host != "" && !isIP(t.Host):
+		// The move drops hostip, and Doorman connects to host itself: a name would
+		// fail every login of the moved users.
+		return fmt.Errorf("route: move: host %q is not an IP address", t.Host)
 	}
 	return nil
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // MoveOptions tune a move; the zero value is Dovecot's recipe.
@@ -113,6 +123,20 @@ func (f *Fleet) Move(ctx context.Context, users []string, to MoveTarget, opt Mov
 	}
 	if opt.Delay == 0 {
 		opt.Delay = DefaultMoveDelay
+	}
+	if opt.Delay+opt.Jitter > MaxDelay {
+		// Past it, the moved users' logins would fail ("delay_until too far") instead of waiting.
+		return res, fmt.Errorf("route: move: delay %v + jitter %v is more than delay_until's limit of %v", opt.Delay, opt.Jitter, MaxDelay)
+	}
+	if to.Vsite != "" {
+		n, err := f.c.Exists(ctx, f.VsiteKey(to.Vsite)).Result()
+		if err != nil {
+			return res, err
+		}
+		if n == 0 {
+			// The passdb fails a user whose vsite it does not know.
+			return res, fmt.Errorf("route: move: vsite %q does not exist (no hash %s)", to.Vsite, f.VsiteKey(to.Vsite))
+		}
 	}
 	delay := ""
 	if opt.Delay > 0 {

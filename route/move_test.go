@@ -150,6 +150,7 @@ func TestMoveUsersToVsite(t *testing.T) {
 	f, c, _ := testFleet(t)
 	ctx := context.Background()
 	c.HSet(ctx, "doorman:user:alice", "password", "x", "proxy", "", "host", "10.0.0.1", "port", "1", "hostip", "10.0.0.1")
+	c.HSet(ctx, "doorman:vsite:v7", "host", "10.0.0.7")
 	res, err := f.Move(ctx, []string{"alice"}, MoveTarget{Vsite: "v7"}, MoveOptions{Delay: 3 * time.Second})
 	if err != nil || res.Moved != 1 {
 		t.Fatal(res, err)
@@ -199,6 +200,7 @@ func TestMoveAtomic(t *testing.T) {
 			}
 		}
 	}()
+	c.HSet(ctx, "doorman:vsite:v1", "host", "10.0.0.1")
 	for i := range 300 {
 		to := MoveTarget{Host: "10.0.0.5", Port: 2143}
 		if i%2 == 1 {

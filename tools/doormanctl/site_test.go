@@ -35,7 +35,24 @@ func TestMoveCommand(t *testing.T) {
 	wantMessage(t, ev, "user alice")
 	wantMessage(t, ev, "kick user alice")
 
+	// Targets that would fail every moved user's logins are refused, and nothing moves:
+	// a host name (Doorman connects to an IP), a vsite that does not exist, a delay past
+	// delay_until's 5-minute limit.
+	for _, bad := range [][]string{
+		{"move", "-host", "mail.example.net", "alice"},
+		{"move", "-vsite", "nosuchvsite", "alice"},
+		{"move", "-host", "10.0.0.8", "-delay", "6m", "alice"},
+	} {
+		if code, _, errs := ctlRun(t, append([]string{"-redis", addr}, bad...)...); code == exitOK {
+			t.Errorf("%v: exit 0 (%s)", bad, errs)
+		}
+	}
+	if h := c.HGetAll(ctx, "doorman:user:alice").Val(); h["host"] != "10.0.0.9" || h["vsite"] != "" {
+		t.Fatalf("alice after refused moves: %v", h)
+	}
+
 	// From standard input, with a missing user: moved the others, exit 1.
+	c.HSet(ctx, "doorman:vsite:v2", "host", "10.0.0.2")
 	stdin = strings.NewReader("bob\n\n# a comment\ncarol\nnobody\n")
 	defer func() { stdin = nil }()
 	code, out, errs := ctlRun(t, "-redis", addr, "move", "-vsite", "v2", "-delay", "0", "-file", "-")
