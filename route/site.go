@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +80,17 @@ func ParseSite(id string, h map[string]string) (*Site, error) {
 	}
 	if s.State != "up" && s.State != SiteFailed {
 		return nil, fmt.Errorf("site %s: state %q is neither up nor failed", id, s.State)
+	}
+	for _, list := range [][]string{s.Hosts, s.Down} {
+		for _, host := range list {
+			if !isIP(host) {
+				if ap, err := netip.ParseAddrPort(host); err != nil || ap.Port() == 0 {
+					// Doorman connects to a site's hosts as they are: names would fail every
+					// login the site gets (after a failover, or from the director).
+					return nil, fmt.Errorf("site %s: host %q is neither an IP address nor IP:port", id, host)
+				}
+			}
+		}
 	}
 	for _, fb := range splitList(h["fallback"]) {
 		name, w, hasW := strings.Cut(fb, ":")

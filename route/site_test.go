@@ -311,3 +311,25 @@ func TestSiteLock(t *testing.T) {
 		t.Fatalf("restore after losing the lock: moved %d, %v", len(res.Moved), err)
 	}
 }
+
+// A site's hosts are what Doorman connects to: IP or IP:port, never a name.
+func TestParseSiteHosts(t *testing.T) {
+	s, err := ParseSite("A", map[string]string{"hosts": "10.0.0.1, 10.0.0.2:1143,[::1]:143", "down": "10.0.0.1", "fallback": "B:2,C"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Hosts) != 3 || len(s.Healthy()) != 2 || len(s.Fallback) != 2 || s.Fallback[1].Weight != 1 {
+		t.Fatalf("parsed %+v", s)
+	}
+	for _, h := range []map[string]string{
+		{"hosts": "mail.example.net"},
+		{"hosts": "10.0.0.1:0"},
+		{"hosts": "10.0.0.1", "down": "backend1"},
+		{"hosts": "10.0.0.1", "fallback": "B:0"},
+		{"hosts": "10.0.0.1", "state": "maybe"},
+	} {
+		if _, err := ParseSite("A", h); err == nil {
+			t.Errorf("%v: accepted", h)
+		}
+	}
+}
