@@ -45,18 +45,18 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"doorman/bench/internal/loadutil"
 )
 
 func main() { os.Exit(run()) }
@@ -242,7 +242,7 @@ func run() int {
 			}
 			var t0, n0 int64
 			if cpuOK {
-				if t0, n0, err = cpuOf(pid); err != nil {
+				if t0, n0, err = loadutil.CPUOf(pid); err != nil {
 					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
 					cpuOK = false
 				}
@@ -252,7 +252,7 @@ func run() int {
 				return fail("round %d proxied fetch: %v", r+1, err)
 			}
 			if cpuOK {
-				t1, n1, err := cpuOf(pid)
+				t1, n1, err := loadutil.CPUOf(pid)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
 					cpuOK = false
@@ -273,14 +273,14 @@ func run() int {
 				var t0, n0 int64
 				measure := cpuOK && path == "proxy"
 				if measure {
-					t0, n0, _ = cpuOf(pid)
+					t0, n0, _ = loadutil.CPUOf(pid)
 				}
 				el, err := c.appendMsg(appendBox, msg)
 				if err != nil {
 					return fail("round %d %s APPEND: %v", r+1, path, err)
 				}
 				if measure {
-					t1, n1, _ := cpuOf(pid)
+					t1, n1, _ := loadutil.CPUOf(pid)
 					appTicks += t1 - t0
 					appNs += n1 - n0
 				}
@@ -416,7 +416,7 @@ func tlsMode(paths []path, openAs func(addr, user string, tlsConf *tls.Config) (
 			var t0, n0 int64
 			measure := cpuOK && paths[i].proxied
 			if measure {
-				if t0, n0, err = cpuOf(pid); err != nil {
+				if t0, n0, err = loadutil.CPUOf(pid); err != nil {
 					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
 					cpuOK, measure = false, false
 				}
@@ -426,7 +426,7 @@ func tlsMode(paths []path, openAs func(addr, user string, tlsConf *tls.Config) (
 				return fail("round %d %s fetch: %v", r+1, paths[i].name, err)
 			}
 			if measure {
-				t1, n1, err := cpuOf(pid)
+				t1, n1, err := loadutil.CPUOf(pid)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "fetchbench: proxy CPU not measured: %v\n", err)
 					cpuOK = false
@@ -488,55 +488,6 @@ func maxOf(v []float64) float64 {
 		m = max(m, x)
 	}
 	return m
-}
-
-// cpuOf returns the summed utime+stime of pids in clock ticks and the sum of their
-// threads' run time in ns (a multi-process proxy: every process that does its work).
-func cpuOf(pids []int) (ticks, runNs int64, err error) {
-	for _, pid := range pids {
-		t, n, err := cpuOfOne(pid)
-		if err != nil {
-			return 0, 0, err
-		}
-		ticks += t
-		runNs += n
-	}
-	return ticks, runNs, nil
-}
-
-// cpuOfOne returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
-func cpuOfOne(pid int) (ticks, runNs int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, errors.New("unexpected /proc/PID/stat format")
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state); utime is field 14, stime 15
-	if len(f) < 13 {
-		return 0, 0, errors.New("short /proc/PID/stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, errors.New("bad utime/stime in /proc/PID/stat")
-	}
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue // thread exited
-		}
-		if fs := strings.Fields(string(b)); len(fs) > 0 {
-			if v, err := strconv.ParseInt(fs[0], 10, 64); err == nil {
-				runNs += v
-			}
-		}
-	}
-	return ut + st, runNs, nil
 }
 
 // client is a minimal synchronous IMAP client.

@@ -49,6 +49,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"doorman/bench/internal/loadutil"
 )
 
 // maxSessions keeps one process well under this machine's 20,000 open files per process
@@ -109,7 +111,7 @@ func run() int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	srcs, err := parseSourceIPs(*sourceIPs)
+	srcs, err := loadutil.ParseSourceIPs(*sourceIPs)
 	if err != nil {
 		return fail("-source-ips: %v", err)
 	}
@@ -831,43 +833,6 @@ func loadAccounts(user, pass, file string) ([]account, error) {
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: no accounts", file)
-	}
-	return out, nil
-}
-
-// parseSourceIPs reads "127.0.1.1-127.0.1.50,127.0.2.1" into a list of addresses.
-func parseSourceIPs(s string) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := netip.ParseAddr(strings.TrimSpace(lo))
-		if err != nil {
-			return nil, err
-		}
-		if !isRange {
-			out = append(out, a)
-			continue
-		}
-		b, err := netip.ParseAddr(strings.TrimSpace(hi))
-		if err != nil {
-			return nil, err
-		}
-		if b.Less(a) || a.Is4() != b.Is4() {
-			return nil, fmt.Errorf("bad range %q", part)
-		}
-		for x := a; ; x = x.Next() {
-			out = append(out, x)
-			if x == b {
-				break
-			}
-			if len(out) > 1<<16 {
-				return nil, fmt.Errorf("range %q too large", part)
-			}
-		}
 	}
 	return out, nil
 }

@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -40,6 +39,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"doorman/bench/internal/loadutil"
 )
 
 // ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h).
@@ -79,7 +80,7 @@ func run() int {
 	if len(accts) == 0 {
 		return fail("no users in %s", *usersFile)
 	}
-	srcs, err := parseSourceIPs(*sourceIPs)
+	srcs, err := loadutil.ParseSourceIPs(*sourceIPs)
 	if err != nil {
 		return fail("-source-ips: %v", err)
 	}
@@ -324,35 +325,4 @@ func readUsers(path string) ([]account, error) {
 		out = append(out, account{u, p})
 	}
 	return out, sc.Err()
-}
-
-// parseSourceIPs reads "127.0.2.1-127.0.2.100,127.0.3.1" into a list of addresses.
-func parseSourceIPs(s string) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for part := range strings.SplitSeq(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := netip.ParseAddr(lo)
-		if err != nil {
-			return nil, err
-		}
-		if !isRange {
-			out = append(out, a)
-			continue
-		}
-		b, err := netip.ParseAddr(hi)
-		if err != nil {
-			return nil, err
-		}
-		for x := a; x.Compare(b) <= 0; x = x.Next() {
-			out = append(out, x)
-			if len(out) > 1<<16 {
-				return nil, errors.New("range too large")
-			}
-		}
-	}
-	return out, nil
 }

@@ -40,7 +40,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +47,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"doorman/bench/internal/loadutil"
 )
 
 // ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.
@@ -98,7 +99,7 @@ func run() int {
 	if *conc < 1 || *rounds < 1 || *duration <= 0 {
 		return fail("-c, -rounds and -duration must be positive")
 	}
-	if _, _, err := cpuOf(pid); err != nil {
+	if _, _, err := loadutil.CPUOf(pid); err != nil {
 		return fail("-pid %s: %v", *pidList, err)
 	}
 	name := *serverName
@@ -136,7 +137,7 @@ func run() int {
 		}
 		groups = append(groups, g)
 	}
-	srcs, err := parseSourceIPs(*sourceIPs)
+	srcs, err := loadutil.ParseSourceIPs(*sourceIPs)
 	if err != nil {
 		return fail("-source-ips: %v", err)
 	}
@@ -234,7 +235,7 @@ func window(addr string, g group, srcs []netip.Addr, conc int, warmup, duration,
 		}()
 	}
 	time.Sleep(warmup)
-	t0, n0, err := cpuOf(pid)
+	t0, n0, err := loadutil.CPUOf(pid)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -243,7 +244,7 @@ func window(addr string, g group, srcs []netip.Addr, conc int, warmup, duration,
 	c0 := selfCPU()
 	h0, e0, start := hs.Load(), errs.Load(), time.Now()
 	time.Sleep(duration)
-	t1, n1, err := cpuOf(pid)
+	t1, n1, err := loadutil.CPUOf(pid)
 	h1, e1, wall := hs.Load(), errs.Load(), time.Since(start)
 	c1 := selfCPU()
 	cancel()
@@ -364,55 +365,6 @@ func parsePids(s string) ([]int, error) {
 	return out, nil
 }
 
-// cpuOf returns the summed utime+stime of pids in clock ticks and the sum of their threads'
-// run time in ns.
-func cpuOf(pids []int) (ticks, runNs int64, err error) {
-	for _, pid := range pids {
-		t, n, err := cpuOfOne(pid)
-		if err != nil {
-			return 0, 0, err
-		}
-		ticks += t
-		runNs += n
-	}
-	return ticks, runNs, nil
-}
-
-// cpuOfOne returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
-func cpuOfOne(pid int) (ticks, runNs int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, errors.New("unexpected /proc/PID/stat format")
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state); utime is field 14, stime 15
-	if len(f) < 13 {
-		return 0, 0, errors.New("short /proc/PID/stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, errors.New("bad utime/stime in /proc/PID/stat")
-	}
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue // thread exited
-		}
-		if fs := strings.Fields(string(b)); len(fs) > 0 {
-			if v, err := strconv.ParseInt(fs[0], 10, 64); err == nil {
-				runNs += v
-			}
-		}
-	}
-	return ut + st, runNs, nil
-}
-
 // selfCPU is this process's user+system CPU in seconds.
 func selfCPU() float64 {
 	var ru syscall.Rusage
@@ -460,41 +412,4 @@ func join(v []float64) string {
 		}
 	}
 	return strings.Join(parts, " ")
-}
-
-// parseSourceIPs reads "127.0.1.1-127.0.1.50,127.0.2.1" into a list of addresses.
-func parseSourceIPs(s string) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := netip.ParseAddr(strings.TrimSpace(lo))
-		if err != nil {
-			return nil, err
-		}
-		if !isRange {
-			out = append(out, a)
-			continue
-		}
-		b, err := netip.ParseAddr(strings.TrimSpace(hi))
-		if err != nil {
-			return nil, err
-		}
-		if b.Less(a) || a.Is4() != b.Is4() {
-			return nil, fmt.Errorf("bad range %q", part)
-		}
-		for x := a; ; x = x.Next() {
-			out = append(out, x)
-			if x == b {
-				break
-			}
-			if len(out) > 1<<16 {
-				return nil, fmt.Errorf("range %q too large", part)
-			}
-		}
-	}
-	return out, nil
 }

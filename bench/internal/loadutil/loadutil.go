@@ -1,0 +1,99 @@
+// Package loadutil holds what the bench tools share: client source addresses and a
+// process's CPU time from /proc.
+package loadutil
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// ParseSourceIPs reads "127.0.1.1-127.0.1.50,127.0.2.1" into a list of addresses.
+func ParseSourceIPs(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(strings.TrimSpace(lo))
+		if err != nil {
+			return nil, err
+		}
+		if !isRange {
+			out = append(out, a)
+			continue
+		}
+		b, err := netip.ParseAddr(strings.TrimSpace(hi))
+		if err != nil {
+			return nil, err
+		}
+		if b.Less(a) || a.Is4() != b.Is4() {
+			return nil, fmt.Errorf("bad range %q", part)
+		}
+		for x := a; ; x = x.Next() {
+			out = append(out, x)
+			if x == b {
+				break
+			}
+			if len(out) > 1<<16 {
+				return nil, fmt.Errorf("range %q too large", part)
+			}
+		}
+	}
+	return out, nil
+}
+
+// CPUOf returns the summed utime+stime of pids in clock ticks and the sum of their threads'
+// run time in ns.
+func CPUOf(pids []int) (ticks, runNs int64, err error) {
+	for _, pid := range pids {
+		t, n, err := CPUOfOne(pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		ticks += t
+		runNs += n
+	}
+	return ticks, runNs, nil
+}
+
+// CPUOfOne returns pid's utime+stime in clock ticks and the sum of its threads' run time in ns.
+func CPUOfOne(pid int) (ticks, runNs int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, errors.New("unexpected /proc/PID/stat format")
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state); utime is field 14, stime 15
+	if len(f) < 13 {
+		return 0, 0, errors.New("short /proc/PID/stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, errors.New("bad utime/stime in /proc/PID/stat")
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // thread exited
+		}
+		if fs := strings.Fields(string(b)); len(fs) > 0 {
+			if v, err := strconv.ParseInt(fs[0], 10, 64); err == nil {
+				runNs += v
+			}
+		}
+	}
+	return ut + st, runNs, nil
+}
