@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -273,25 +272,13 @@ func setDeadlines(p *pair, d time.Duration) {
 	p.backend.SetDeadline(time.Now().Add(d))
 }
 
-// threadCPU is the CPU time of one thread of this process.
-func threadCPU(tid int32) time.Duration {
-	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(int(tid)) + "/schedstat")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	ns, _ := strconv.ParseInt(f[0], 10, 64)
-	return time.Duration(ns)
-}
+func init() { accountCPU = true }
 
-// workersCPU is the CPU time spent by all of r's worker threads.
+// workersCPU is the CPU time r's workers spent serving.
 func workersCPU(r *Relay) time.Duration {
 	var d time.Duration
 	for _, w := range r.workers {
-		d += threadCPU(w.tid.Load())
+		d += time.Duration(w.cpu.Load())
 	}
 	return d
 }
