@@ -353,6 +353,12 @@ func (s *Server) closePassdbs() {
 	}
 }
 
+// EventLoops is the number of gnet event loops: one per CPU. Each sits in a blocking
+// epoll_wait on a locked thread, holding one of the Go scheduler's Ps while it does; the
+// daemon therefore runs with GOMAXPROCS raised by this many (cmd/doorman), or with every
+// P so held the runtime's sysmon keeps retaking them and wakes every 20 µs.
+func EventLoops() int { return runtime.NumCPU() }
+
 // Start listens on every configured address and returns once the event loops run.
 func (s *Server) Start() (err error) {
 	if err := s.startAdmin(); err != nil {
@@ -386,7 +392,7 @@ func (s *Server) Start() (err error) {
 	h := &handler{srv: s}
 	go func() {
 		s.stopped <- gnet.Rotate(h, addrs,
-			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(EventLoops()),
 			gnet.WithReuseAddr(true), // restart at once, despite TIME_WAITs on the port
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(s.log.Named("gnet").Sugar()),
