@@ -341,9 +341,6 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 	// The relay counts the prefixes (pipelined client bytes, the login reply) itself.
 	rec := s.record(out.target)
 	rec.setExtra(rec.lbID(), out.vsite, out.directed)
-	// Done lives as long as the session: it must not hold out (and with it the login reply
-	// the relay has long sent), only what it needs.
-	targetAP := out.targetAP
 	s.fe = nil
 	var hold func() time.Duration
 	if sp := srv.spreader; sp != nil {
@@ -366,24 +363,9 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		ToClient:   out.toClient,
 		ToBackend:  toBackend,
 		HoldClient: hold,
-		Done: func(st relay.Stats) {
-			srv.unregisterSession(rec) // Done may come before Add returns: see sessions.go
-			srv.stats.RelayToBackend.Add(st.ToBackend)
-			srv.stats.RelayToClient.Add(st.ToClient)
-			if rec.directed() {
-				srv.director.ended(rec)
-			}
-			if srv.spreader != nil {
-				srv.spreader.ended(targetAP)
-			}
-			srv.stats.Relaying.Add(-1)
-			srv.stats.sessionClosed(proto, true)
-			reason := "disconnected"
-			if st.Err != nil {
-				reason = st.Err.Error()
-			}
-			rec.log(srv.log, StageRelay, sideName(st.EndedBy), reason, st.ToBackend, st.ToClient)
-		},
+		// Done lives as long as the session: a method value (16 bytes), not a closure over
+		// what it needs (64), and never out with the login reply the relay has long sent.
+		Done: rec.relayDone,
 	})
 	if err != nil {
 		if srv.spreader != nil {
@@ -397,6 +379,31 @@ func (s *session) handOff(out *loginOutcome, tries int) {
 		return
 	}
 	srv.registerSession(rec, h) // the admin API's /sessions and /kick
+}
+
+// relayDone ends a relayed session (relay.Session.Done): the session registry, counters,
+// director and disconnect spreader, and the session's last log line.
+func (rec *endRecord) relayDone(st relay.Stats) {
+	srv := rec.lst.srv
+	srv.unregisterSession(rec) // Done may come before Add returns: see sessions.go
+	srv.stats.RelayToBackend.Add(st.ToBackend)
+	srv.stats.RelayToClient.Add(st.ToClient)
+	if rec.directed() {
+		srv.director.ended(rec)
+	}
+	if srv.spreader != nil {
+		// The target as logged is the address the spreader counted (handOff).
+		if ap, err := netip.ParseAddrPort(rec.target); err == nil {
+			srv.spreader.ended(ap)
+		}
+	}
+	srv.stats.Relaying.Add(-1)
+	srv.stats.sessionClosed(rec.lst.proto, true)
+	reason := "disconnected"
+	if st.Err != nil {
+		reason = st.Err.Error()
+	}
+	rec.log(srv.log, StageRelay, sideName(st.EndedBy), reason, st.ToBackend, st.ToClient)
 }
 
 func sideName(sd relay.Side) string {

@@ -117,6 +117,7 @@ type listener struct {
 	Listener
 	addr  netip.AddrPort
 	proto *protocol // nil for LMTP
+	srv   *Server   // for what a relayed session's endRecord does at its end
 }
 
 // New builds a server from a validated configuration. It opens the passdbs and the relay
@@ -148,7 +149,7 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.listeners[ap] = &listener{Listener: l, addr: ap, proto: protocols[l.Protocol]}
+		s.listeners[ap] = &listener{Listener: l, addr: ap, proto: protocols[l.Protocol], srv: s}
 	}
 	for _, a := range cfg.AuthProxySelf {
 		ip, err := netip.ParseAddr(a)

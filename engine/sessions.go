@@ -77,7 +77,7 @@ func (r *sessionRegistry) shard(rec *endRecord) *sessionShard {
 // once, after relay.Add succeeded; the session's Done calls unregisterSession(rec) (or
 // the returned func) once. The two may come in either order: Done runs on a relay
 // worker and can end a session before Add has even returned.
-func (srv *Server) registerSession(rec *endRecord, h *relay.Handle) (unregister func()) {
+func (srv *Server) registerSession(rec *endRecord, h *relay.Handle) {
 	sh := srv.sessions.shard(rec)
 	sh.mu.Lock()
 	added := false
@@ -95,7 +95,6 @@ func (srv *Server) registerSession(rec *endRecord, h *relay.Handle) (unregister 
 		srv.sessions.countUser(rec.user, 1)
 		srv.fleet.changed(rec, h)
 	}
-	return func() { srv.unregisterSession(rec) }
 }
 
 // unregisterSession removes a session at its end; see registerSession.
@@ -192,8 +191,8 @@ func (srv *Server) sessionList(f sessionFilter) []SessionInfo {
 		out = append(out, SessionInfo{
 			ID:        rec.id,
 			User:      rec.user,
-			Listener:  rec.listener,
-			Protocol:  srv.listenerProtocol(rec.listener),
+			Listener:  rec.listener(),
+			Protocol:  srv.listenerProtocol(rec.listener()),
 			Client:    rec.remote.String(),
 			Backend:   rec.target,
 			Vsite:     rec.vsite(),
