@@ -59,7 +59,7 @@ fuzz:
 # rounds; about 14 minutes). Both install what they need first (apt-get update, then
 # BENCH_PKGS). The Go micro-benchmarks:
 #   go test -run XXX -bench . -benchmem ./codec/... ./route/... ./engine/...
-BENCH_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond nginx libnginx-mod-mail iproute2 procps
+BENCH_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd nginx libnginx-mod-mail iproute2 procps
 bench: bench-deps
 	MODE=short bench/compare.sh
 

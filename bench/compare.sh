@@ -15,7 +15,7 @@
 # Backends: bench/fakeimap (every login accepted, one message held in memory and written at
 # memory speed) for everything that should measure the proxy alone: idle memory, logins,
 # the raw relay stream, stalled readers; a private Dovecot (bin/devbackend) for FETCH and
-# APPEND of a real 20 MB message, and for POP3 and Submission.
+# APPEND of a real 20 MB message, and for POP3, Submission and LMTP.
 #
 # Steps (each proxy fresh where memory is measured):
 #   1. idle: for each N in KS and each proxy: 20 warm-up sessions, settle, memory before;
@@ -38,16 +38,40 @@
 #      STALL_SECS later (during) and after the clients close, and the kernel's TCP memory.
 #   6. POP3 and Submission (Dovecot backend): OTHER_N idle sessions through each proxy
 #      (POP3 USER/PASS; Submission EHLO, AUTH PLAIN), memory per session as in step 1.
+#   7. POP3 and Submission logins (Dovecot backend): as step 2 for each protocol of
+#      OTHER_LOGIN_PROTOS, through each target, at OTHER_LOGIN_RATE logins/s for
+#      OTHER_LOGIN_SECS, then unpaced for OTHER_MAX_SECS (POP3 USER/PASS, QUIT; Submission
+#      EHLO, AUTH PLAIN, QUIT). The backend's own logins (a pop3 or submission process per
+#      session) bound the rates; the proxy's CPU per login is the figure.
+#   8. POP3 and Submission bulk (Dovecot backend), OTHER_BULK_PROTOS: fetchbench -proto pop3
+#      (RETR of a FETCH_SIZE-byte message, FETCH_ROUNDS rounds) and -proto submission (MAIL,
+#      RCPT, DATA of a SUBMIT_SIZE-byte message, SUBMIT_ROUNDS rounds; the backend relays it to
+#      devbackend's sink, which keeps every message in memory and on disk: about
+#      (2 * SUBMIT_ROUNDS + 2) * SUBMIT_SIZE per proxy) direct vs through each proxy.
+#   9. LMTP (Dovecot backend's LMTP, delivering into maildirs): Doorman and Dovecot's LMTP
+#      proxy (lmtp_proxy = yes) running side by side, LMTP_ROUNDS rounds, each delivering
+#      LMTP_N messages of LMTP_SIZE bytes (LMTP_RCPTS recipients each) over LMTP_C
+#      connections (bench/lmtpload) directly and through each proxy in rotating order:
+#      deliveries/s, latency p50/p99 and the proxy's CPU per delivery; medians of the
+#      rounds, and of each round's ratio to direct. nginx has no LMTP. Needs Dovecot's LMTP
+#      (dovecot-lmtpd); skipped, and said so, without it.
 #   Between steps 1 and 2 the same idle step runs over implicit TLS at TLS_KS, and full TLS
 #   handshakes per proxy CPU-second are measured (bench/tlshs; HS=0 skips it). TLS offers
 #   X25519 only: the OpenSSL 3.0 behind Dovecot and nginx has no ML-KEM.
 #
-# Environment: MODE (short|full), KS, TLS_KS ("" skips), HS, RUNS (idle rounds; medians),
-# TARGETS, OTHER_PROTOS ("pop3 submission"; "" skips), OTHER_N (500 short, 1000 full),
-# LOGIN_RATE (1000), LOGIN_SECS, MAX_WORKERS (32), MAX_SECS, FETCH_SIZE (20000000),
-# FETCH_ROUNDS, STALL_N (100), STALL_SECS (10), PER_PROC (4000), CONCURRENCY (16 per loader),
-# PORT_BASE (24300: the run uses ports from there up to about PORT_BASE+200), OUT (report
-# path), KEEP=1 keeps the work folder.
+# STEPS picks the steps to run, by name: idle tls hs logins bulk stream stall other
+# other_logins other_bulk lmtp (all by default), e.g. STEPS="lmtp" for LMTP alone.
+#
+# Environment: MODE (short|full), STEPS, KS, TLS_KS ("" skips), HS, RUNS (idle rounds;
+# medians), TARGETS, OTHER_PROTOS ("pop3 submission"; "" skips), OTHER_N (500 short, 1000
+# full), LOGIN_RATE (1000), LOGIN_SECS, MAX_WORKERS (32), MAX_SECS, FETCH_SIZE (20000000),
+# FETCH_ROUNDS, STALL_N (100), STALL_SECS (10), OTHER_LOGIN_PROTOS ("pop3" short, "pop3
+# submission" full; "" skips), OTHER_LOGIN_RATE (100), OTHER_LOGIN_SECS (4 short, 10 full),
+# OTHER_MAX_SECS (3 short, 5 full), OTHER_BULK_PROTOS ("pop3" short, "pop3 submission" full;
+# "" skips), SUBMIT_SIZE (5000000), SUBMIT_ROUNDS (5), LMTP_N (600 short, 3000 full), LMTP_C
+# (4 short, 8 full), LMTP_SIZE (10000), LMTP_RCPTS (1), LMTP_ROUNDS (2 short, 3 full; 0
+# skips), PER_PROC (4000), CONCURRENCY (16 per loader), PORT_BASE (24300: the run uses ports
+# from there up to about PORT_BASE+200), OUT (report path), KEEP=1 keeps the work folder.
 set -euo pipefail
 
 MODE=${MODE:-short}
@@ -59,6 +83,13 @@ if [ "$MODE" = full ]; then
 	MAX_SECS=${MAX_SECS:-10}
 	FETCH_ROUNDS=${FETCH_ROUNDS:-15}
 	OTHER_N=${OTHER_N:-1000}
+	OTHER_LOGIN_PROTOS=${OTHER_LOGIN_PROTOS-"pop3 submission"}
+	OTHER_LOGIN_SECS=${OTHER_LOGIN_SECS:-10}
+	OTHER_MAX_SECS=${OTHER_MAX_SECS:-5}
+	OTHER_BULK_PROTOS=${OTHER_BULK_PROTOS-"pop3 submission"}
+	LMTP_N=${LMTP_N:-3000}
+	LMTP_C=${LMTP_C:-8}
+	LMTP_ROUNDS=${LMTP_ROUNDS:-3}
 else
 	KS=${KS:-"1000 2000"}
 	RUNS=${RUNS:-1}
@@ -66,6 +97,13 @@ else
 	MAX_SECS=${MAX_SECS:-5}
 	FETCH_ROUNDS=${FETCH_ROUNDS:-5}
 	OTHER_N=${OTHER_N:-500}
+	OTHER_LOGIN_PROTOS=${OTHER_LOGIN_PROTOS-"pop3"}
+	OTHER_LOGIN_SECS=${OTHER_LOGIN_SECS:-4}
+	OTHER_MAX_SECS=${OTHER_MAX_SECS:-3}
+	OTHER_BULK_PROTOS=${OTHER_BULK_PROTOS-"pop3"}
+	LMTP_N=${LMTP_N:-600}
+	LMTP_C=${LMTP_C:-4}
+	LMTP_ROUNDS=${LMTP_ROUNDS:-2}
 fi
 TARGETS=${TARGETS:-"direct doorman dovecot nginx"}
 LOGIN_RATE=${LOGIN_RATE:-1000}
@@ -81,8 +119,34 @@ FETCH_SIZE=${FETCH_SIZE:-20000000}
 STALL_N=${STALL_N:-100}
 STALL_SECS=${STALL_SECS:-10}
 OTHER_PROTOS=${OTHER_PROTOS-"pop3 submission"} # idle POP3 and Submission sessions ("" skips)
+# Dovecot's POP3 and Submission logins start a process per session at the backend: a few
+# hundred a second is its ceiling here, so the paced rate stays well below it.
+OTHER_LOGIN_RATE=${OTHER_LOGIN_RATE:-100}
+SUBMIT_SIZE=${SUBMIT_SIZE:-5000000}
+SUBMIT_ROUNDS=${SUBMIT_ROUNDS:-5}
+LMTP_SIZE=${LMTP_SIZE:-10000}
+LMTP_RCPTS=${LMTP_RCPTS:-1}
+STEPS_SET=${STEPS:+1}
+STEPS=${STEPS:-"idle tls hs logins bulk stream stall other other_logins other_bulk lmtp"}
 PORT_BASE=${PORT_BASE:-24300}
 WARMUP=20
+
+# on STEP: STEP is in STEPS. has TARGET: TARGET is in TARGETS.
+on() { case " $STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
+has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
+for step in $STEPS; do
+	case $step in idle | tls | hs | logins | bulk | stream | stall | other | other_logins | other_bulk | lmtp) ;;
+	*) echo "compare.sh: unknown step $step in STEPS" >&2; exit 2 ;;
+	esac
+done
+IDLE_KS=$KS
+on idle || IDLE_KS=""
+on tls || TLS_KS=""
+on hs || HS=0
+on other || OTHER_PROTOS=""
+on other_logins || OTHER_LOGIN_PROTOS=""
+on other_bulk || OTHER_BULK_PROTOS=""
+on lmtp || LMTP_ROUNDS=0
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/doorman-compare.XXXXXX)
@@ -104,6 +168,7 @@ FAKE_PORT=$PORT_BASE
 BACKEND_PORT=$((PORT_BASE + 1))
 BACKEND_POP3_PORT=$((PORT_BASE + 2))
 BACKEND_SUBMISSION_PORT=$((PORT_BASE + 3))
+BACKEND_LMTP_PORT=$((PORT_BASE + 4))
 NEXT_PORT=$((PORT_BASE + 10))
 # next_port: PORT (plain IMAP), PORT+1 (implicit TLS), PORT+2 (nginx's authhttp).
 next_port() {
@@ -115,8 +180,8 @@ next_port() {
 	NEXT_PORT=$((NEXT_PORT + 3))
 }
 
-# start_proxy TARGET BACKEND_PORT [PROTO]: a fresh proxy (for PROTO: imap, pop3 or
-# submission; default imap); sets PORT, PROXY_MAIN (the pid to stop),
+# start_proxy TARGET BACKEND_PORT [PROTO]: a fresh proxy (for PROTO: imap, pop3, submission
+# or lmtp; default imap); sets PORT, PROXY_MAIN (the pid to stop),
 # MEM_PIDS (a function name giving the processes holding sessions) and CPU_PIDS (all of
 # the proxy's processes).
 start_proxy() {
@@ -168,10 +233,11 @@ gc() {
 }
 # per N A B: (A - B) kB * 1024 / N bytes, rounded.
 per() { awk -v a="$2" -v b="$3" -v n="$1" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}'; }
-elapsed() { echo $((SECONDS - START)); }
+# us_per TICKS N: clock ticks (10 ms) as microseconds per item, rounded.
+us_per() { awk -v c="$1" -v n="$2" 'BEGIN {printf "%.0f", c * 10000 / n}'; }
 
 log "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), open files $(ulimit -n), $(go version | cut -d' ' -f3)"
-log "mode $MODE: KS=\"$KS\" RUNS=$RUNS TARGETS=\"$TARGETS\" LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N"
+log "mode $MODE: STEPS=\"$STEPS\" KS=\"$KS\" RUNS=$RUNS TARGETS=\"$TARGETS\" LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N"
 command -v dovecot >/dev/null || die "dovecot is not installed (make bench installs it)"
 command -v nginx >/dev/null || die "nginx is not installed (make bench installs nginx and libnginx-mod-mail)"
 bl_build
@@ -182,8 +248,17 @@ bl_certs
 bl_port_free "$FAKE_PORT" || die "port $FAKE_PORT is in use (set PORT_BASE)"
 bl_port_free "$BACKEND_PORT" || die "port $BACKEND_PORT is in use (set PORT_BASE)"
 bl_start_fake "$FAKE_PORT" "$FETCH_SIZE"
-bl_start_backend "$BACKEND_PORT" "$BACKEND_POP3_PORT" "$BACKEND_SUBMISSION_PORT"
-log "fake backend 127.0.0.1:$FAKE_PORT, Dovecot backend 127.0.0.1:$BACKEND_PORT (POP3 :$BACKEND_POP3_PORT, Submission :$BACKEND_SUBMISSION_PORT)"
+LMTP_BE=""
+if [ "$LMTP_ROUNDS" -gt 0 ]; then
+	if [ -x /usr/lib/dovecot/lmtp ]; then
+		LMTP_BE=$BACKEND_LMTP_PORT
+	else
+		log "skipping the LMTP step: Dovecot's LMTP is not installed (apt-get install dovecot-lmtpd)"
+		LMTP_ROUNDS=0
+	fi
+fi
+bl_start_backend "$BACKEND_PORT" "$BACKEND_POP3_PORT" "$BACKEND_SUBMISSION_PORT" "$LMTP_BE"
+log "fake backend 127.0.0.1:$FAKE_PORT, Dovecot backend 127.0.0.1:$BACKEND_PORT (POP3 :$BACKEND_POP3_PORT, Submission :$BACKEND_SUBMISSION_PORT, LMTP :$BACKEND_LMTP_PORT)"
 
 # ---- 1. idle sessions ------------------------------------------------------------------
 
@@ -229,7 +304,7 @@ idle_one() {
 }
 
 for run in $(seq 1 "$RUNS"); do
-	for k in $KS; do
+	for k in $IDLE_KS; do
 		for target in $PROXIES; do
 			idle_one "$run" "$k" "$target"
 		done
@@ -264,62 +339,76 @@ if [ "$HS" = 1 ]; then
 	for target in $PROXIES; do hs_one "$target"; done
 fi
 
-# ---- 2. logins ---------------------------------------------------------------------------
+# ---- 2. logins (and 7., POP3 and Submission) -------------------------------------------
 
-# login_one TARGET: paced and unpaced loginrate through TARGET (fake backend).
+# login_one TARGET [PROTO]: paced and unpaced loginrate through TARGET: IMAP (default) from
+# the fake backend, POP3 and Submission from the Dovecot backend. Results go to R[KEY/TARGET]
+# for IMAP and R[PROTO_KEY/TARGET] for the others.
 login_one() {
-	local target=$1 addr pids="" out
+	local target=$1 proto=${2:-imap} addr be=$FAKE_PORT out m="" rate=$LOGIN_RATE secs=$LOGIN_SECS maxsecs=$MAX_SECS
+	if [ "$proto" != imap ]; then
+		m=${proto}_
+		rate=$OTHER_LOGIN_RATE
+		secs=$OTHER_LOGIN_SECS
+		maxsecs=$OTHER_MAX_SECS
+		be=$BACKEND_POP3_PORT
+		[ "$proto" = submission ] && be=$BACKEND_SUBMISSION_PORT
+	fi
 	if [ "$target" = direct ]; then
-		addr=127.0.0.1:$FAKE_PORT
+		addr=127.0.0.1:$be
 	else
-		start_proxy "$target" "$FAKE_PORT"
+		start_proxy "$target" "$be" "$proto"
 		addr=127.0.0.1:$PORT
 	fi
+	# pids: the proxy's processes, read at the start and at the end of a run (a process that
+	# ends in between is counted in its parent's children's times).
+	pids() { [ "$target" = direct ] || cpu_pids; }
+	lr() { "$WORK/bin/loginrate" -proto "$proto" -addr "$addr" -users "$WORK/users.txt" "$@" 2>&1; }
 	# warm-up (auth caches, process start)
-	"$WORK/bin/loginrate" -addr "$addr" -users "$WORK/users.txt" -workers 8 -duration 2s -source-ips 127.70.0.1-127.70.0.250 >/dev/null 2>&1 || true
-	[ "$target" = direct ] || pids=$(cpu_pids)
+	lr -workers 8 -duration 2s -source-ips 127.70.0.1-127.70.0.250 >/dev/null || true
 	local c0 c1 u0 u1 a0=0 a1=0
-	c0=$(bl_cpu $pids)
-	u0=$(bl_ucpu $pids)
+	c0=$(bl_cpu $(pids))
+	u0=$(bl_ucpu $(pids))
 	[ "$target" = nginx ] && a0=$(bl_cpu "$AUTHHTTP_PID")
-	out=$("$WORK/bin/loginrate" -addr "$addr" -users "$WORK/users.txt" -workers 32 -rate "$LOGIN_RATE" -duration "${LOGIN_SECS}s" \
-		-source-ips 127.71.0.1-127.71.0.250 2>&1) || log "loginrate failed: $out"
-	c1=$(bl_cpu $pids)
-	u1=$(bl_ucpu $pids)
+	out=$(lr -workers 32 -rate "$rate" -duration "${secs}s" -source-ips 127.71.0.1-127.71.0.250) || log "loginrate failed: $out"
+	c1=$(bl_cpu $(pids))
+	u1=$(bl_ucpu $(pids))
 	[ "$target" = nginx ] && a1=$(bl_cpu "$AUTHHTTP_PID")
 	local res logins
 	res=$(echo "$out" | grep '^RESULT' || true)
 	get() { echo "$res" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 	logins=$(get logins)
-	R[lat_p50/$target]=$(get p50_ms)
-	R[lat_p99/$target]=$(get p99_ms)
-	R[lat_p999/$target]=$(get p999_ms)
-	R[paced_rate/$target]=$(get rate)
-	R[paced_errors/$target]=$(get errors)
+	R[${m}lat_p50/$target]=$(get p50_ms)
+	R[${m}lat_p99/$target]=$(get p99_ms)
+	R[${m}lat_p999/$target]=$(get p999_ms)
+	R[${m}paced_rate/$target]=$(get rate)
+	R[${m}paced_errors/$target]=$(get errors)
 	if [ "$target" != direct ] && [ -n "$logins" ] && [ "$logins" -gt 0 ]; then
-		R[cpu_login/$target]=$(awk -v c=$((c1 - c0)) -v n="$logins" 'BEGIN {printf "%.0f", c * 10000 / n}')
-		R[ucpu_login/$target]=$(awk -v c=$((u1 - u0)) -v n="$logins" 'BEGIN {printf "%.0f", c * 10000 / n}')
-		[ "$target" = nginx ] && R[cpu_login_auth/$target]=$(awk -v c=$((a1 - a0)) -v n="$logins" 'BEGIN {printf "%.0f", c * 10000 / n}')
+		R[${m}cpu_login/$target]=$(us_per $((c1 - c0)) "$logins")
+		R[${m}ucpu_login/$target]=$(us_per $((u1 - u0)) "$logins")
+		[ "$target" = nginx ] && R[${m}cpu_login_auth/$target]=$(us_per $((a1 - a0)) "$logins")
 	fi
-	log "logins $target at $LOGIN_RATE/s: $res; proxy CPU $(((c1 - c0) * 10)) ms = ${R[cpu_login/$target]:--} us/login (user space ${R[ucpu_login/$target]:--} us)${R[cpu_login_auth/$target]:+ (+ authhttp ${R[cpu_login_auth/$target]} us)}"
+	log "$proto logins $target at $rate/s: $res; proxy CPU $(((c1 - c0) * 10)) ms = ${R[${m}cpu_login/$target]:--} us/login (user space ${R[${m}ucpu_login/$target]:--} us)${R[${m}cpu_login_auth/$target]:+ (+ authhttp ${R[${m}cpu_login_auth/$target]} us)}"
 	echo "$out" | grep '^error' | head -3 >&2 || true
-	c0=$(bl_cpu $pids)
-	out=$("$WORK/bin/loginrate" -addr "$addr" -users "$WORK/users.txt" -workers "$MAX_WORKERS" -duration "${MAX_SECS}s" \
-		-source-ips 127.72.0.1-127.72.0.250 2>&1) || log "loginrate failed: $out"
-	c1=$(bl_cpu $pids)
+	c0=$(bl_cpu $(pids))
+	out=$(lr -workers "$MAX_WORKERS" -duration "${maxsecs}s" -source-ips 127.72.0.1-127.72.0.250) || log "loginrate failed: $out"
+	c1=$(bl_cpu $(pids))
 	res=$(echo "$out" | grep '^RESULT' || true)
-	R[max_rate/$target]=$(get rate)
-	R[max_errors/$target]=$(get errors)
+	R[${m}max_rate/$target]=$(get rate)
+	R[${m}max_errors/$target]=$(get errors)
 	logins=$(get logins)
 	if [ "$target" != direct ] && [ -n "$logins" ] && [ "$logins" -gt 0 ]; then
-		R[max_cpu_login/$target]=$(awk -v c=$((c1 - c0)) -v n="$logins" 'BEGIN {printf "%.0f", c * 10000 / n}')
+		R[${m}max_cpu_login/$target]=$(us_per $((c1 - c0)) "$logins")
 	fi
-	log "logins $target unpaced, $MAX_WORKERS workers: $res; proxy CPU $(((c1 - c0) * 10)) ms = ${R[max_cpu_login/$target]:--} us/login"
+	log "$proto logins $target unpaced, $MAX_WORKERS workers: $res; proxy CPU $(((c1 - c0) * 10)) ms = ${R[${m}max_cpu_login/$target]:--} us/login"
+	echo "$out" | grep '^error' | head -3 >&2 || true
 	[ "$target" = direct ] || stop_proxy
 }
-echo >&2
-log "logins (fake backend), load average $(loadavg)"
-for target in $TARGETS; do login_one "$target"; done
+if on logins; then
+	echo >&2
+	log "logins (fake backend), load average $(loadavg)"
+	for target in $TARGETS; do login_one "$target"; done
+fi
 
 # ---- 3./4. bulk ----------------------------------------------------------------------------
 
@@ -351,10 +440,12 @@ bulk_one() {
 	log "bulk $kind $target: $f | $c${a:+ | $a}"
 	stop_proxy
 }
-echo >&2
-log "bulk: FETCH and APPEND of $FETCH_SIZE bytes (Dovecot backend), then the raw stream (fake backend); load average $(loadavg)"
-for target in $PROXIES; do bulk_one "$target" "$BACKEND_PORT" dovecot; done
-for target in $PROXIES; do bulk_one "$target" "$FAKE_PORT" fake; done
+if on bulk || on stream; then
+	echo >&2
+	log "bulk: FETCH and APPEND of $FETCH_SIZE bytes (Dovecot backend), then the raw stream (fake backend); load average $(loadavg)"
+fi
+if on bulk; then for target in $PROXIES; do bulk_one "$target" "$BACKEND_PORT" dovecot; done; fi
+if on stream; then for target in $PROXIES; do bulk_one "$target" "$FAKE_PORT" fake; done; fi
 
 # ---- 5. stalled readers --------------------------------------------------------------------
 
@@ -390,9 +481,11 @@ stall_one() {
 	log "stalled readers $target: $est of $STALL_N stalled; RSS before $b kB, during $d kB (after GC $dg kB), after $a kB: ${R[stall_during/$target]} B/session during, ${R[stall_after/$target]} B/session left after; kernel TCP memory (all sockets of the machine) $tcp0 -> $tcp1 pages = ${R[stall_kernel/$target]} KB/session"
 	stop_proxy
 }
-echo >&2
-log "stalled readers: $STALL_N sessions each FETCH $FETCH_SIZE bytes and stop reading; load average $(loadavg)"
-for target in $PROXIES; do stall_one "$target"; done
+if on stall; then
+	echo >&2
+	log "stalled readers: $STALL_N sessions each FETCH $FETCH_SIZE bytes and stop reading; load average $(loadavg)"
+	for target in $PROXIES; do stall_one "$target"; done
+fi
 
 # ---- 6. POP3 and Submission: idle sessions ------------------------------------------------
 
@@ -435,30 +528,164 @@ if [ -n "$OTHER_PROTOS" ]; then
 	done
 fi
 
+# ---- 7. POP3 and Submission: logins --------------------------------------------------------
+
+if [ -n "$OTHER_LOGIN_PROTOS" ]; then
+	echo >&2
+	log "POP3 and Submission logins (Dovecot backend) at $OTHER_LOGIN_RATE/s, then unpaced; load average $(loadavg)"
+	for proto in $OTHER_LOGIN_PROTOS; do
+		for target in $TARGETS; do login_one "$target" "$proto"; done
+	done
+fi
+
+# ---- 8. POP3 and Submission: bulk -----------------------------------------------------------
+
+# bulk_other PROTO TARGET: fetchbench -proto PROTO, direct vs through a fresh proxy (Dovecot
+# backend). POP3 RETRs u002's INBOX (emptied and given the one message first); Submission
+# sends as u003 to itself.
+bulk_other() {
+	local proto=$1 target=$2 be out size rounds user extra=()
+	case $proto in
+	pop3)
+		be=$BACKEND_POP3_PORT size=$FETCH_SIZE rounds=$FETCH_ROUNDS user=u002
+		extra=(-imap "127.0.0.1:$BACKEND_PORT")
+		;;
+	submission) be=$BACKEND_SUBMISSION_PORT size=$SUBMIT_SIZE rounds=$SUBMIT_ROUNDS user=u003 ;;
+	esac
+	start_proxy "$target" "$be" "$proto"
+	out=$(timeout 600 "$WORK/bin/fetchbench" -proto "$proto" -direct "127.0.0.1:$be" -proxy "127.0.0.1:$PORT" \
+		-user "$user" -pass "pw-$user" -size "$size" -rounds "$rounds" -proxy-pid "$(cpu_pids | tr ' ' ',')" "${extra[@]}" 2>&1) ||
+		log "fetchbench $proto $target failed: $(echo "$out" | tail -3)"
+	echo "$out" >"$WORK/bulk-$proto-$target.out"
+	local f c
+	f=$(echo "$out" | grep '^RESULT size=' || true)
+	c=$(echo "$out" | grep '^RESULT proxy_cpu_s=' || true)
+	kv() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+	R[$proto-bulk_ratio/$target]=$(kv "$f" ratio_median)
+	R[$proto-bulk_direct/$target]=$(kv "$f" direct_median_MBps)
+	R[$proto-bulk_proxy/$target]=$(kv "$f" proxy_median_MBps)
+	R[$proto-bulk_cpu/$target]=$(kv "$c" cpu_s_per_GB)
+	R[$proto-bulk_sched/$target]=$(kv "$c" schedstat_cpu_s_per_GB)
+	log "bulk $proto $target: $f | $c"
+	stop_proxy
+}
+if [ -n "$OTHER_BULK_PROTOS" ]; then
+	echo >&2
+	log "POP3 RETR of $FETCH_SIZE bytes, Submission DATA of $SUBMIT_SIZE bytes (Dovecot backend); load average $(loadavg)"
+	for proto in $OTHER_BULK_PROTOS; do
+		for target in $PROXIES; do bulk_other "$proto" "$target"; done
+	done
+fi
+
+# ---- 9. LMTP -------------------------------------------------------------------------------
+
+LMTP_TARGETS=$(echo "$TARGETS" | tr ' ' '\n' | grep -vx nginx | tr '\n' ' ')
+declare -A LMTP_ADDR LMTP_MAIN
+# lmtp_run ROUND TARGET: lmtpload through TARGET's LMTP_ADDR; the proxy's CPU over the run.
+lmtp_run() {
+	local round=$1 target=$2 out c0=0 c1=0 res
+	tree() { [ "$target" = direct ] || bl_tree "${LMTP_MAIN[$target]}"; }
+	c0=$(bl_cpu $(tree))
+	out=$("$WORK/bin/lmtpload" -addr "${LMTP_ADDR[$target]}" -users "$WORK/users.txt" -n "$LMTP_N" -c "$LMTP_C" \
+		-size "$LMTP_SIZE" -rcpts "$LMTP_RCPTS" -source-ips 127.74.0.1-127.74.0.50 2>&1) || log "lmtpload $target failed: $out"
+	c1=$(bl_cpu $(tree))
+	res=$(echo "$out" | grep '^RESULT' || true)
+	get() { echo "$res" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+	local n
+	n=$(get deliveries)
+	R[lmtp_rate/$target]+="$(get rate) "
+	R[lmtp_p50/$target]+="$(get p50_ms) "
+	R[lmtp_p99/$target]+="$(get p99_ms) "
+	R[lmtp_errors/$target]+="$(get errors) "
+	[ "$target" = direct ] || [ -z "$n" ] || [ "$n" = 0 ] || R[lmtp_cpu/$target]+="$(us_per $((c1 - c0)) "$n") "
+	log "LMTP round $round $target: $res; proxy CPU $(((c1 - c0) * 10)) ms${n:+${LMTP_MAIN[$target]:+ = $(us_per $((c1 - c0)) "$n") us/delivery}}"
+	echo "$out" | grep '^error' | head -3 >&2 || true
+}
+if [ "$LMTP_ROUNDS" -gt 0 ]; then
+	echo >&2
+	log "LMTP (Dovecot backend): $LMTP_ROUNDS rounds of $LMTP_N messages of $LMTP_SIZE bytes, $LMTP_RCPTS recipient(s) each, over $LMTP_C connections; load average $(loadavg)"
+	LMTP_ADDR[direct]=127.0.0.1:$BACKEND_LMTP_PORT
+	for target in $LMTP_TARGETS; do
+		case $target in
+		doorman)
+			next_port
+			bl_start_doorman "$PORT" "$BACKEND_LMTP_PORT" lmtp
+			LMTP_MAIN[$target]=$DOORMAN_PID
+			;;
+		dovecot)
+			next_port
+			bl_start_dovecot_proxy "$PORT" "$BACKEND_LMTP_PORT" lmtp
+			LMTP_MAIN[$target]=$DPROXY_PID
+			;;
+		direct) continue ;;
+		esac
+		LMTP_ADDR[$target]=127.0.0.1:$PORT
+	done
+	# warm-up: every connection's process (Dovecot's lmtp processes, the backend's) started
+	for target in $LMTP_TARGETS; do
+		"$WORK/bin/lmtpload" -addr "${LMTP_ADDR[$target]}" -users "$WORK/users.txt" -n $((LMTP_C * 10)) -c "$LMTP_C" \
+			-size "$LMTP_SIZE" -source-ips 127.74.0.1-127.74.0.50 >/dev/null 2>&1 || true
+	done
+	set -- $LMTP_TARGETS
+	for round in $(seq 1 "$LMTP_ROUNDS"); do
+		# the order rotates, so no target is always first or last
+		for ((i = 0; i < $#; i++)); do
+			j=$(((i + round - 1) % $# + 1))
+			lmtp_run "$round" "${!j}"
+		done
+		# each round's ratio to direct, side by side
+		if [ -n "${LMTP_ADDR[direct]:-}" ] && has direct; then
+			d=$(echo ${R[lmtp_rate/direct]:-} | awk '{print $NF}')
+			for target in $LMTP_TARGETS; do
+				[ "$target" = direct ] && continue
+				v=$(echo ${R[lmtp_rate/$target]:-} | awk '{print $NF}')
+				R[lmtp_ratio/$target]+="$(awk -v a="$v" -v b="$d" 'BEGIN {if (b + 0 > 0) printf "%.3f", a / b; else print "-"}') "
+			done
+		fi
+	done
+	for target in $LMTP_TARGETS; do
+		[ "$target" = direct ] && continue
+		bl_stop_pid "${LMTP_MAIN[$target]}"
+		bl_forget "${LMTP_MAIN[$target]}"
+	done
+fi
+
 # ---- report --------------------------------------------------------------------------------
 
 med() { echo ${R[$1]:-} | tr ' ' '\n' | grep -v '^-\?$' | median; }
+# runs KEY: the values of each round, or "-".
+runs() { local v; v=$(echo ${R[$1]:-}); echo "${v:--}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'; }
 kb() { awk -v a="$1" 'BEGIN {if (a == "" || a == "-") print "-"; else printf "%.1f KB", a / 1024}'; }
-has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
+# row3 LABEL D V N: a ratios row from Doorman's, Dovecot's and nginx's figures.
+row3() { echo "| $1 | ${2:--} | ${3:--} | ${4:--} | $(ratio "$2" "$3") | $(ratio "$2" "$4") |"; }
+# latrow LABEL PREFIX P RATE: a login latency row, each proxy's ÷ direct.
+latrow() {
+	local k=$2lat_$3
+	echo "| $1 $3 at $4/s ÷ direct (direct ${R[$k/direct]:--} ms) | $(ratio "${R[$k/doorman]:-}" "${R[$k/direct]:-}") (${R[$k/doorman]:--} ms) | $(ratio "${R[$k/dovecot]:-}" "${R[$k/direct]:-}") (${R[$k/dovecot]:--} ms) | $(ratio "${R[$k/nginx]:-}" "${R[$k/direct]:-}") (${R[$k/nginx]:--} ms) | $(ratio "${R[$k/doorman]:-}" "${R[$k/dovecot]:-}") | $(ratio "${R[$k/doorman]:-}" "${R[$k/nginx]:-}") |"
+}
+# pname PROTO: the protocol's name in the report.
+pname() { case $1 in pop3) echo POP3 ;; submission) echo Submission ;; *) echo "$1" ;; esac; }
+# mb BYTES: in MB, for labels.
+mb() { awk -v a="$1" 'BEGIN {printf "%g", a / 1e6}'; }
 DATE=$(date -u +%Y-%m-%d)
 OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 {
 	echo "# Doorman vs Dovecot proxy vs nginx mail proxy vs direct ($DATE, $MODE)"
 	echo
 	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r); $(go version | cut -d' ' -f3); dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1); $(nginx -v 2>&1 | sed 's/.*: //'); doorman $REV."
-	echo "Command: \`MODE=$MODE KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
+	echo "Command: \`MODE=$MODE${STEPS_SET:+ STEPS=\"$STEPS\"} KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N OTHER_LOGIN_PROTOS=\"$OTHER_LOGIN_PROTOS\" OTHER_LOGIN_RATE=$OTHER_LOGIN_RATE OTHER_BULK_PROTOS=\"$OTHER_BULK_PROTOS\" SUBMIT_SIZE=$SUBMIT_SIZE LMTP_N=$LMTP_N LMTP_C=$LMTP_C LMTP_SIZE=$LMTP_SIZE LMTP_ROUNDS=$LMTP_ROUNDS bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
 	echo "The machine is shared with other work while this runs: absolute figures are noisy; the same-run ratios are the fair comparison."
 	echo
 	echo "## Ratios"
 	echo
 	echo "| Measure | Doorman | Dovecot proxy | nginx | Doorman ÷ Dovecot | Doorman ÷ nginx |"
 	echo "|---|---|---|---|---|---|"
-	for k in $KS; do
+	for k in $IDLE_KS; do
 		d=$(med "idle_rss/doorman/$k"); g=$(med "idle_gc/doorman/$k"); v=$(med "idle_rss/dovecot/$k"); n=$(med "idle_rss/nginx/$k")
 		echo "| idle IMAP RSS/session, N=$k | $(kb "$d") (after GC $(kb "$g")) | $(kb "$v") | $(kb "$n") | $(ratio "$d" "$v") | $(ratio "$d" "$n") |"
 	done
-	for k in $KS; do
+	for k in $IDLE_KS; do
 		d=$(med "idle_pss/doorman/$k"); v=$(med "idle_pss/dovecot/$k"); n=$(med "idle_pss/nginx/$k")
 		echo "| idle IMAP PSS/session, N=$k | $(kb "$d") | $(kb "$v") | $(kb "$n") | $(ratio "$d" "$v") | $(ratio "$d" "$n") |"
 	done
@@ -467,49 +694,81 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		echo "| idle IMAP **TLS** RSS/session, N=$k | $(kb "$d") (after GC $(kb "$g")) | $(kb "$v") | $(kb "$n") | $(ratio "$d" "$v") | $(ratio "$d" "$n") |"
 	done
 	if [ "$HS" = 1 ]; then
-		echo "| full TLS handshakes per proxy CPU-second (X25519) | ${R[hs/doorman]:--} | ${R[hs/dovecot]:--} | ${R[hs/nginx]:--} | $(ratio "${R[hs/doorman]:-}" "${R[hs/dovecot]:-}") | $(ratio "${R[hs/doorman]:-}" "${R[hs/nginx]:-}") |"
+		row3 "full TLS handshakes per proxy CPU-second (X25519)" "${R[hs/doorman]:-}" "${R[hs/dovecot]:-}" "${R[hs/nginx]:-}"
 	fi
-	for p in p50 p99 p999; do
-		echo "| login latency $p at $LOGIN_RATE/s ÷ direct (direct ${R[lat_$p/direct]:--} ms) | $(ratio "${R[lat_$p/doorman]:-}" "${R[lat_$p/direct]:-}") (${R[lat_$p/doorman]:--} ms) | $(ratio "${R[lat_$p/dovecot]:-}" "${R[lat_$p/direct]:-}") (${R[lat_$p/dovecot]:--} ms) | $(ratio "${R[lat_$p/nginx]:-}" "${R[lat_$p/direct]:-}") (${R[lat_$p/nginx]:--} ms) | $(ratio "${R[lat_$p/doorman]:-}" "${R[lat_$p/dovecot]:-}") | $(ratio "${R[lat_$p/doorman]:-}" "${R[lat_$p/nginx]:-}") |"
-	done
-	echo "| proxy CPU µs per login at $LOGIN_RATE/s | ${R[cpu_login/doorman]:--} | ${R[cpu_login/dovecot]:--} | ${R[cpu_login/nginx]:--} (+ authhttp ${R[cpu_login_auth/nginx]:--}) | $(ratio "${R[cpu_login/doorman]:-}" "${R[cpu_login/dovecot]:-}") | $(ratio "${R[cpu_login/doorman]:-}" "${R[cpu_login/nginx]:-}") |"
-	echo "| of which user space (utime), µs per login at $LOGIN_RATE/s | ${R[ucpu_login/doorman]:--} | ${R[ucpu_login/dovecot]:--} | ${R[ucpu_login/nginx]:--} | $(ratio "${R[ucpu_login/doorman]:-}" "${R[ucpu_login/dovecot]:-}") | $(ratio "${R[ucpu_login/doorman]:-}" "${R[ucpu_login/nginx]:-}") |"
-	echo "| proxy CPU µs per login, unpaced ($MAX_WORKERS workers) | ${R[max_cpu_login/doorman]:--} | ${R[max_cpu_login/dovecot]:--} | ${R[max_cpu_login/nginx]:--} | $(ratio "${R[max_cpu_login/doorman]:-}" "${R[max_cpu_login/dovecot]:-}") | $(ratio "${R[max_cpu_login/doorman]:-}" "${R[max_cpu_login/nginx]:-}") |"
-	echo "| login rate, $MAX_WORKERS workers, /s (direct ${R[max_rate/direct]:--}) | ${R[max_rate/doorman]:--} | ${R[max_rate/dovecot]:--} | ${R[max_rate/nginx]:--} | $(ratio "${R[max_rate/doorman]:-}" "${R[max_rate/dovecot]:-}") | $(ratio "${R[max_rate/doorman]:-}" "${R[max_rate/nginx]:-}") |"
-	for m in fetch append; do
-		echo "| $m $((FETCH_SIZE / 1000000)) MB (Dovecot backend) MB/s ÷ direct | ${R[dovecot-${m}_ratio/doorman]:--} | ${R[dovecot-${m}_ratio/dovecot]:--} | ${R[dovecot-${m}_ratio/nginx]:--} | $(ratio "${R[dovecot-${m}_ratio/doorman]:-}" "${R[dovecot-${m}_ratio/dovecot]:-}") | $(ratio "${R[dovecot-${m}_ratio/doorman]:-}" "${R[dovecot-${m}_ratio/nginx]:-}") |"
-		echo "| $m: proxy CPU s/GB | ${R[dovecot-${m}_cpu/doorman]:--} | ${R[dovecot-${m}_cpu/dovecot]:--} | ${R[dovecot-${m}_cpu/nginx]:--} | $(ratio "${R[dovecot-${m}_cpu/doorman]:-}" "${R[dovecot-${m}_cpu/dovecot]:-}") | $(ratio "${R[dovecot-${m}_cpu/doorman]:-}" "${R[dovecot-${m}_cpu/nginx]:-}") |"
-	done
-	echo "| raw relay stream (fake backend) MB/s ÷ direct | ${R[fake-fetch_ratio/doorman]:--} | ${R[fake-fetch_ratio/dovecot]:--} | ${R[fake-fetch_ratio/nginx]:--} | $(ratio "${R[fake-fetch_ratio/doorman]:-}" "${R[fake-fetch_ratio/dovecot]:-}") | $(ratio "${R[fake-fetch_ratio/doorman]:-}" "${R[fake-fetch_ratio/nginx]:-}") |"
-	echo "| raw relay stream: proxy CPU s/GB | ${R[fake-fetch_cpu/doorman]:--} | ${R[fake-fetch_cpu/dovecot]:--} | ${R[fake-fetch_cpu/nginx]:--} | $(ratio "${R[fake-fetch_cpu/doorman]:-}" "${R[fake-fetch_cpu/dovecot]:-}") | $(ratio "${R[fake-fetch_cpu/doorman]:-}" "${R[fake-fetch_cpu/nginx]:-}") |"
-	echo "| $STALL_N stalled readers: RSS/session during | $(kb "${R[stall_during/doorman]:-}") (after GC $(kb "${R[stall_during_gc/doorman]:-}")) | $(kb "${R[stall_during/dovecot]:-}") | $(kb "${R[stall_during/nginx]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/dovecot]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/nginx]:-}") |"
-	echo "| stalled readers: RSS/session left after they close | $(kb "${R[stall_after/doorman]:-}") | $(kb "${R[stall_after/dovecot]:-}") | $(kb "${R[stall_after/nginx]:-}") | | |"
+	if on logins; then
+		for p in p50 p99 p999; do latrow "login latency" "" "$p" "$LOGIN_RATE"; done
+		echo "| proxy CPU µs per login at $LOGIN_RATE/s | ${R[cpu_login/doorman]:--} | ${R[cpu_login/dovecot]:--} | ${R[cpu_login/nginx]:--} (+ authhttp ${R[cpu_login_auth/nginx]:--}) | $(ratio "${R[cpu_login/doorman]:-}" "${R[cpu_login/dovecot]:-}") | $(ratio "${R[cpu_login/doorman]:-}" "${R[cpu_login/nginx]:-}") |"
+		row3 "of which user space (utime), µs per login at $LOGIN_RATE/s" "${R[ucpu_login/doorman]:-}" "${R[ucpu_login/dovecot]:-}" "${R[ucpu_login/nginx]:-}"
+		row3 "proxy CPU µs per login, unpaced ($MAX_WORKERS workers)" "${R[max_cpu_login/doorman]:-}" "${R[max_cpu_login/dovecot]:-}" "${R[max_cpu_login/nginx]:-}"
+		row3 "login rate, $MAX_WORKERS workers, /s (direct ${R[max_rate/direct]:--})" "${R[max_rate/doorman]:-}" "${R[max_rate/dovecot]:-}" "${R[max_rate/nginx]:-}"
+	fi
+	if on bulk; then
+		for m in fetch append; do
+			row3 "$m $(mb "$FETCH_SIZE") MB (Dovecot backend) MB/s ÷ direct" "${R[dovecot-${m}_ratio/doorman]:-}" "${R[dovecot-${m}_ratio/dovecot]:-}" "${R[dovecot-${m}_ratio/nginx]:-}"
+			row3 "$m: proxy CPU s/GB" "${R[dovecot-${m}_cpu/doorman]:-}" "${R[dovecot-${m}_cpu/dovecot]:-}" "${R[dovecot-${m}_cpu/nginx]:-}"
+		done
+	fi
+	if on stream; then
+		row3 "raw relay stream (fake backend) MB/s ÷ direct" "${R[fake-fetch_ratio/doorman]:-}" "${R[fake-fetch_ratio/dovecot]:-}" "${R[fake-fetch_ratio/nginx]:-}"
+		row3 "raw relay stream: proxy CPU s/GB" "${R[fake-fetch_cpu/doorman]:-}" "${R[fake-fetch_cpu/dovecot]:-}" "${R[fake-fetch_cpu/nginx]:-}"
+	fi
+	if on stall; then
+		echo "| $STALL_N stalled readers: RSS/session during | $(kb "${R[stall_during/doorman]:-}") (after GC $(kb "${R[stall_during_gc/doorman]:-}")) | $(kb "${R[stall_during/dovecot]:-}") | $(kb "${R[stall_during/nginx]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/dovecot]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/nginx]:-}") |"
+		echo "| stalled readers: RSS/session left after they close | $(kb "${R[stall_after/doorman]:-}") | $(kb "${R[stall_after/dovecot]:-}") | $(kb "${R[stall_after/nginx]:-}") | | |"
+	fi
 	for proto in $OTHER_PROTOS; do
 		d=${R[other_rss/$proto/doorman]:-}; v=${R[other_rss/$proto/dovecot]:-}; n=${R[other_rss/$proto/nginx]:-}
 		echo "| idle $proto RSS/session, N=$OTHER_N | $(kb "$d") (after GC $(kb "${R[other_gc/$proto/doorman]:-}")) | $(kb "$v") | $(kb "$n") | $(ratio "$d" "$v") | $(ratio "$d" "$n") |"
 	done
-	echo "| stalled readers: kernel TCP memory/session during | ${R[stall_kernel/doorman]:--} KB | ${R[stall_kernel/dovecot]:--} KB | ${R[stall_kernel/nginx]:--} KB | $(ratio "${R[stall_kernel/doorman]:-}" "${R[stall_kernel/dovecot]:-}") | $(ratio "${R[stall_kernel/doorman]:-}" "${R[stall_kernel/nginx]:-}") |"
+	if on stall; then
+		echo "| stalled readers: kernel TCP memory/session during | ${R[stall_kernel/doorman]:--} KB | ${R[stall_kernel/dovecot]:--} KB | ${R[stall_kernel/nginx]:--} KB | $(ratio "${R[stall_kernel/doorman]:-}" "${R[stall_kernel/dovecot]:-}") | $(ratio "${R[stall_kernel/doorman]:-}" "${R[stall_kernel/nginx]:-}") |"
+	fi
+	for proto in $OTHER_LOGIN_PROTOS; do
+		P=$(pname "$proto") m=${proto}_
+		for p in p50 p99; do latrow "$P login latency" "$m" "$p" "$OTHER_LOGIN_RATE"; done
+		echo "| $P: proxy CPU µs per login at $OTHER_LOGIN_RATE/s | ${R[${m}cpu_login/doorman]:--} | ${R[${m}cpu_login/dovecot]:--} | ${R[${m}cpu_login/nginx]:--} (+ authhttp ${R[${m}cpu_login_auth/nginx]:--}) | $(ratio "${R[${m}cpu_login/doorman]:-}" "${R[${m}cpu_login/dovecot]:-}") | $(ratio "${R[${m}cpu_login/doorman]:-}" "${R[${m}cpu_login/nginx]:-}") |"
+		row3 "$P: of which user space, µs per login" "${R[${m}ucpu_login/doorman]:-}" "${R[${m}ucpu_login/dovecot]:-}" "${R[${m}ucpu_login/nginx]:-}"
+		row3 "$P: proxy CPU µs per login, unpaced ($MAX_WORKERS workers)" "${R[${m}max_cpu_login/doorman]:-}" "${R[${m}max_cpu_login/dovecot]:-}" "${R[${m}max_cpu_login/nginx]:-}"
+		row3 "$P login rate, $MAX_WORKERS workers, /s (direct ${R[${m}max_rate/direct]:--}; the backend's ceiling)" "${R[${m}max_rate/doorman]:-}" "${R[${m}max_rate/dovecot]:-}" "${R[${m}max_rate/nginx]:-}"
+	done
+	for proto in $OTHER_BULK_PROTOS; do
+		case $proto in pop3) what="POP3 RETR $(mb "$FETCH_SIZE") MB" ;; submission) what="Submission DATA $(mb "$SUBMIT_SIZE") MB" ;; esac
+		row3 "$what (Dovecot backend) MB/s ÷ direct" "${R[$proto-bulk_ratio/doorman]:-}" "${R[$proto-bulk_ratio/dovecot]:-}" "${R[$proto-bulk_ratio/nginx]:-}"
+		row3 "$(echo "$what" | cut -d' ' -f1-2): proxy CPU s/GB" "${R[$proto-bulk_cpu/doorman]:-}" "${R[$proto-bulk_cpu/dovecot]:-}" "${R[$proto-bulk_cpu/nginx]:-}"
+	done
+	if [ "$LMTP_ROUNDS" -gt 0 ]; then
+		d=$(med lmtp_rate/direct)
+		echo "| LMTP deliveries/s ÷ direct, per round ($LMTP_C connections, $LMTP_SIZE B; direct $d/s) | $(med lmtp_ratio/doorman) ($(med lmtp_rate/doorman)/s) | $(med lmtp_ratio/dovecot) ($(med lmtp_rate/dovecot)/s) | no LMTP | $(ratio "$(med lmtp_ratio/doorman)" "$(med lmtp_ratio/dovecot)") | |"
+		for p in p50 p99; do
+			d=$(med lmtp_$p/direct)
+			echo "| LMTP delivery latency $p ÷ direct (direct $d ms) | $(ratio "$(med lmtp_$p/doorman)" "$d") ($(med lmtp_$p/doorman) ms) | $(ratio "$(med lmtp_$p/dovecot)" "$d") ($(med lmtp_$p/dovecot) ms) | no LMTP | $(ratio "$(med lmtp_$p/doorman)" "$(med lmtp_$p/dovecot)") | |"
+		done
+		echo "| LMTP: proxy CPU µs per delivery | $(med lmtp_cpu/doorman) | $(med lmtp_cpu/dovecot) | no LMTP | $(ratio "$(med lmtp_cpu/doorman)" "$(med lmtp_cpu/dovecot)") | |"
+	fi
 	echo
-	echo "RSS/PSS per session: (after - before) / N of the processes that hold sessions, summed (Doorman: its process; Dovecot: the *-login processes; nginx: the workers), userspace only; the kernel's socket memory (about 3.9 KB per idle TCP socket, two per proxied session) comes on top for every proxy alike. \"After GC\": Doorman after SIGUSR1 (runtime.GC + FreeOSMemory). CPU per login: utime+stime of all the proxy's processes (Dovecot: the whole proxy instance: master, imap-login, auth, anvil, log, config, stats; nginx: master and workers, the auth_http responder given apart) over the paced run, ÷ logins."
+	echo "RSS/PSS per session: (after - before) / N of the processes that hold sessions, summed (Doorman: its process; Dovecot: the *-login processes; nginx: the workers), userspace only; the kernel's socket memory (about 3.9 KB per idle TCP socket, two per proxied session) comes on top for every proxy alike. \"After GC\": Doorman after SIGUSR1 (runtime.GC + FreeOSMemory). CPU per login or delivery: utime+stime of all the proxy's processes (Dovecot: the whole proxy instance: master, the login or lmtp processes, auth, anvil, log, config, stats; nginx: master and workers, the auth_http responder given apart) over the run, ÷ logins or deliveries."
 	echo
-	k=$MAXK
-	d=$(med "idle_gc/doorman/$k"); r=$(med "idle_rss/doorman/$k")
+	k=$(echo $IDLE_KS | tr ' ' '\n' | sort -n | tail -1)
+	d=$([ -n "$k" ] && med "idle_gc/doorman/$k" || echo -); r=$([ -n "$k" ] && med "idle_rss/doorman/$k" || echo -)
 	if [ "$d" != "-" ] && [ -n "$d" ]; then
 		echo "**Projection (not measured): 1,000,000 idle plain IMAP sessions** on one Doorman host, from the figure at N=$k: userspace $(awk -v a="$d" 'BEGIN {printf "%.2f", a * 1e6 / 2^30}') GiB after GC ($(awk -v a="$r" 'BEGIN {printf "%.2f", a * 1e6 / 2^30}') GiB without), plus the kernel floor of about 7.8 KB per session (two TCP sockets) = $(awk -v a="$d" 'BEGIN {printf "%.1f", (a + 7800) * 1e6 / 2^30}') GiB. Same projection for the Dovecot proxy: $(awk -v a="$(med "idle_rss/dovecot/$k")" 'BEGIN {printf "%.1f", (a + 7800) * 1e6 / 2^30}') GiB; nginx: $(awk -v a="$(med "idle_rss/nginx/$k")" 'BEGIN {printf "%.1f", (a + 7800) * 1e6 / 2^30}') GiB. Assumes the per-session cost stays linear past N=$k and one process per 9,000-session fd budget is not the limit (it is here: the open-file limit)."
 		echo
 	fi
 	echo "## Raw figures"
 	echo
-	echo "### Idle IMAP sessions (LOGIN, SELECT INBOX, IDLE; fake backend), bytes per session, medians over $RUNS run(s) (runs)"
-	echo
-	echo "| target | N | RSS | PSS | RSS after GC | established, NOOP ok |"
-	echo "|---|---|---|---|---|---|"
-	for k in $KS; do
-		for t in $PROXIES; do
-			echo "| $t | $k | $(med "idle_rss/$t/$k") (${R[idle_rss/$t/$k]:-}) | $(med "idle_pss/$t/$k") (${R[idle_pss/$t/$k]:-}) | $(med "idle_gc/$t/$k") | ${R[idle_ok/$t/$k]:-} |"
+	if [ -n "$IDLE_KS" ]; then
+		echo "### Idle IMAP sessions (LOGIN, SELECT INBOX, IDLE; fake backend), bytes per session, medians over $RUNS run(s) (runs)"
+		echo
+		echo "| target | N | RSS | PSS | RSS after GC | established, NOOP ok |"
+		echo "|---|---|---|---|---|---|"
+		for k in $IDLE_KS; do
+			for t in $PROXIES; do
+				echo "| $t | $k | $(med "idle_rss/$t/$k") (${R[idle_rss/$t/$k]:-}) | $(med "idle_pss/$t/$k") (${R[idle_pss/$t/$k]:-}) | $(med "idle_gc/$t/$k") | ${R[idle_ok/$t/$k]:-} |"
+			done
 		done
-	done
-	echo
+		echo
+	fi
 	if [ -n "$TLS_KS" ]; then
 		echo "### Idle IMAP sessions over implicit TLS (X25519, fake backend), bytes per session"
 		echo
@@ -528,34 +787,42 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		for t in $PROXIES; do echo "- $t: ${R[hs/$t]:--} (${R[hs_range/$t]:--})"; done
 		echo
 	fi
-	echo "### Logins (fake backend; loginrate: connect, greeting, LOGIN, LOGOUT, close; each login a user of its own in turn)"
-	echo
-	echo "| target | paced rate /s | p50 ms | p99 ms | p999 ms | errors | proxy CPU µs/login | unpaced rate /s ($MAX_WORKERS workers) | errors | proxy CPU µs/login unpaced |"
-	echo "|---|---|---|---|---|---|---|---|---|---|"
-	for t in $TARGETS; do
-		echo "| $t | ${R[paced_rate/$t]:--} | ${R[lat_p50/$t]:--} | ${R[lat_p99/$t]:--} | ${R[lat_p999/$t]:--} | ${R[paced_errors/$t]:--} | ${R[cpu_login/$t]:--}${R[cpu_login_auth/$t]:+ + authhttp ${R[cpu_login_auth/$t]}} | ${R[max_rate/$t]:--} | ${R[max_errors/$t]:--} | ${R[max_cpu_login/$t]:--} |"
-	done
-	echo
-	echo "### Bulk ($FETCH_SIZE bytes, $FETCH_ROUNDS interleaved rounds each, new sessions every round; medians)"
-	echo
-	echo "| target | backend | FETCH direct MB/s | FETCH proxied MB/s | ratio | CPU s/GB (ticks) | (schedstat) | APPEND direct MB/s | APPEND proxied MB/s | ratio | CPU s/GB |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|"
-	for kind in dovecot fake; do
-		for t in $PROXIES; do
-			echo "| $t | $kind | ${R[$kind-fetch_direct/$t]:--} | ${R[$kind-fetch_proxy/$t]:--} | ${R[$kind-fetch_ratio/$t]:--} | ${R[$kind-fetch_cpu/$t]:--} | ${R[$kind-fetch_sched/$t]:--} | ${R[$kind-append_direct/$t]:--} | ${R[$kind-append_proxy/$t]:--} | ${R[$kind-append_ratio/$t]:--} | ${R[$kind-append_cpu/$t]:--} |"
+	if on logins; then
+		echo "### Logins (fake backend; loginrate: connect, greeting, LOGIN, LOGOUT, close; each login a user of its own in turn)"
+		echo
+		echo "| target | paced rate /s | p50 ms | p99 ms | p999 ms | errors | proxy CPU µs/login | unpaced rate /s ($MAX_WORKERS workers) | errors | proxy CPU µs/login unpaced |"
+		echo "|---|---|---|---|---|---|---|---|---|---|"
+		for t in $TARGETS; do
+			echo "| $t | ${R[paced_rate/$t]:--} | ${R[lat_p50/$t]:--} | ${R[lat_p99/$t]:--} | ${R[lat_p999/$t]:--} | ${R[paced_errors/$t]:--} | ${R[cpu_login/$t]:--}${R[cpu_login_auth/$t]:+ + authhttp ${R[cpu_login_auth/$t]}} | ${R[max_rate/$t]:--} | ${R[max_errors/$t]:--} | ${R[max_cpu_login/$t]:--} |"
 		done
-	done
-	echo
-	echo "### Stalled readers ($STALL_N sessions, FETCH of $FETCH_SIZE bytes from the fake backend, never read; RSS kB before / during ($STALL_SECS s in) / after)"
-	echo
-	echo "| target | stalled | RSS kB before / during / after | B/session during | B/session after | kernel TCP memory KB/session during |"
-	echo "|---|---|---|---|---|---|"
-	for t in $PROXIES; do
-		echo "| $t | ${R[stall_est/$t]:--} | ${R[stall_kb/$t]:--} | ${R[stall_during/$t]:--} | ${R[stall_after/$t]:--} | ${R[stall_kernel/$t]:--} |"
-	done
-	echo
-	echo "Kernel TCP memory is /proc/net/sockstat's (every TCP socket on the machine, both legs and the backend's side included) before and during, ÷ sessions: what the kernel holds for a stalled reader whatever the proxy does in user space."
-	echo
+		echo
+	fi
+	if on bulk || on stream; then
+		echo "### Bulk ($FETCH_SIZE bytes, $FETCH_ROUNDS interleaved rounds each, new sessions every round; medians)"
+		echo
+		echo "| target | backend | FETCH direct MB/s | FETCH proxied MB/s | ratio | CPU s/GB (ticks) | (schedstat) | APPEND direct MB/s | APPEND proxied MB/s | ratio | CPU s/GB |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|"
+		for kind in dovecot fake; do
+			[ $kind = dovecot ] && ! on bulk && continue
+			[ $kind = fake ] && ! on stream && continue
+			for t in $PROXIES; do
+				echo "| $t | $kind | ${R[$kind-fetch_direct/$t]:--} | ${R[$kind-fetch_proxy/$t]:--} | ${R[$kind-fetch_ratio/$t]:--} | ${R[$kind-fetch_cpu/$t]:--} | ${R[$kind-fetch_sched/$t]:--} | ${R[$kind-append_direct/$t]:--} | ${R[$kind-append_proxy/$t]:--} | ${R[$kind-append_ratio/$t]:--} | ${R[$kind-append_cpu/$t]:--} |"
+			done
+		done
+		echo
+	fi
+	if on stall; then
+		echo "### Stalled readers ($STALL_N sessions, FETCH of $FETCH_SIZE bytes from the fake backend, never read; RSS kB before / during ($STALL_SECS s in) / after)"
+		echo
+		echo "| target | stalled | RSS kB before / during / after | B/session during | B/session after | kernel TCP memory KB/session during |"
+		echo "|---|---|---|---|---|---|"
+		for t in $PROXIES; do
+			echo "| $t | ${R[stall_est/$t]:--} | ${R[stall_kb/$t]:--} | ${R[stall_during/$t]:--} | ${R[stall_after/$t]:--} | ${R[stall_kernel/$t]:--} |"
+		done
+		echo
+		echo "Kernel TCP memory is /proc/net/sockstat's (every TCP socket on the machine, both legs and the backend's side included) before and during, ÷ sessions: what the kernel holds for a stalled reader whatever the proxy does in user space."
+		echo
+	fi
 	if [ -n "$OTHER_PROTOS" ]; then
 		echo "### Idle POP3 and Submission sessions (Dovecot backend; POP3 USER/PASS, Submission EHLO + AUTH PLAIN, then held), N=$OTHER_N, bytes per session"
 		echo
@@ -568,7 +835,53 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		done
 		echo
 	fi
-	echo "Not in this run: LMTP load, and login rates and bulk for POP3 and Submission (imapload holds POP3 and Submission sessions idle; loginrate and fetchbench speak IMAP only)."
+	if [ -n "$OTHER_LOGIN_PROTOS" ]; then
+		echo "### POP3 and Submission logins (Dovecot backend; loginrate -proto: POP3 USER, PASS, QUIT; Submission EHLO, AUTH PLAIN, QUIT; paced at $OTHER_LOGIN_RATE/s for $OTHER_LOGIN_SECS s, unpaced for $OTHER_MAX_SECS s)"
+		echo
+		echo "| protocol | target | paced rate /s | p50 ms | p99 ms | p999 ms | errors | proxy CPU µs/login | unpaced rate /s ($MAX_WORKERS workers) | errors | proxy CPU µs/login unpaced |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|"
+		for proto in $OTHER_LOGIN_PROTOS; do
+			m=${proto}_
+			for t in $TARGETS; do
+				echo "| $proto | $t | ${R[${m}paced_rate/$t]:--} | ${R[${m}lat_p50/$t]:--} | ${R[${m}lat_p99/$t]:--} | ${R[${m}lat_p999/$t]:--} | ${R[${m}paced_errors/$t]:--} | ${R[${m}cpu_login/$t]:--}${R[${m}cpu_login_auth/$t]:+ + authhttp ${R[${m}cpu_login_auth/$t]}} | ${R[${m}max_rate/$t]:--} | ${R[${m}max_errors/$t]:--} | ${R[${m}max_cpu_login/$t]:--} |"
+			done
+		done
+		echo
+	fi
+	if [ -n "$OTHER_BULK_PROTOS" ]; then
+		echo "### POP3 and Submission bulk (Dovecot backend; fetchbench -proto: POP3 RETR of $FETCH_SIZE bytes, $FETCH_ROUNDS rounds; Submission MAIL, RCPT, DATA of $SUBMIT_SIZE bytes, $SUBMIT_ROUNDS rounds; new sessions every round; medians)"
+		echo
+		echo "| protocol | target | direct MB/s | proxied MB/s | ratio | CPU s/GB (ticks) | (schedstat) |"
+		echo "|---|---|---|---|---|---|---|"
+		for proto in $OTHER_BULK_PROTOS; do
+			for t in $PROXIES; do
+				echo "| $proto | $t | ${R[$proto-bulk_direct/$t]:--} | ${R[$proto-bulk_proxy/$t]:--} | ${R[$proto-bulk_ratio/$t]:--} | ${R[$proto-bulk_cpu/$t]:--} | ${R[$proto-bulk_sched/$t]:--} |"
+			done
+		done
+		echo
+	fi
+	if [ "$LMTP_ROUNDS" -gt 0 ]; then
+		echo "### LMTP deliveries (Dovecot backend's LMTP into maildirs; lmtpload: $LMTP_N messages of $LMTP_SIZE bytes, $LMTP_RCPTS recipient(s) each, over $LMTP_C connections (LHLO once, then MAIL, RCPT, DATA per message), $LMTP_ROUNDS rounds in rotating order; medians (rounds))"
+		echo
+		echo "| target | deliveries/s | ÷ direct, per round | p50 ms | p99 ms | errors | proxy CPU µs/delivery |"
+		echo "|---|---|---|---|---|---|---|"
+		for t in $LMTP_TARGETS; do
+			echo "| $t | $(med lmtp_rate/$t) ($(runs lmtp_rate/$t)) | $(med lmtp_ratio/$t) ($(runs lmtp_ratio/$t)) | $(med lmtp_p50/$t) ($(runs lmtp_p50/$t)) | $(med lmtp_p99/$t) ($(runs lmtp_p99/$t)) | $(runs lmtp_errors/$t) | $(med lmtp_cpu/$t) ($(runs lmtp_cpu/$t)) |"
+		done
+		echo
+		echo "Doorman streams each message to the backend as it arrives; Dovecot's LMTP proxy (lmtp_proxy = yes, one lmtp process per connection) takes the whole message first. nginx's mail proxy has no LMTP."
+		echo
+	fi
+	not=""
+	for step in idle tls hs logins bulk stream stall other other_logins other_bulk lmtp; do on "$step" || not+="$step, "; done
+	[ -z "$not" ] || echo "Steps not in this run (STEPS): ${not%, }."
+	not=""
+	for proto in pop3 submission; do
+		case " $OTHER_LOGIN_PROTOS " in *" $proto "*) ;; *) not+="$(pname "$proto") logins, " ;; esac
+		case " $OTHER_BULK_PROTOS " in *" $proto "*) ;; *) not+="$(pname "$proto") bulk, " ;; esac
+	done
+	[ "$LMTP_ROUNDS" -gt 0 ] || not+="LMTP, "
+	[ -z "$not" ] || echo "Not measured in this run: ${not%, } (MODE=full runs them all)."
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo

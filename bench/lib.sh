@@ -2,15 +2,17 @@
 #
 # Starts and stops what a bench compares: a private Dovecot backend (bin/devbackend), the
 # fast fake backend (bench/fakeimap), Doorman, Dovecot as a proxy (a private instance with
-# service_count = 0 and a high client_limit) and nginx's mail proxy with its auth_http
-# responder (bench/authhttp); measures memory (RSS and PSS from /proc/PID/smaps_rollup,
-# summed over a proxy's processes) and CPU (utime+stime from /proc/PID/stat); runs idle
-# IMAP loads spread over imapload processes of at most PER_PROC sessions and many 127.x
-# source addresses.
+# service_count = 0 and a high client_limit; for LMTP, lmtp_proxy) and nginx's mail proxy
+# with its auth_http responder (bench/authhttp); measures memory (RSS and PSS from
+# /proc/PID/smaps_rollup, summed over a proxy's processes) and CPU (utime+stime from
+# /proc/PID/stat); runs idle IMAP loads spread over imapload processes of at most PER_PROC
+# sessions and many 127.x source addresses.
 #
 # The caller sets ROOT (the repository) and WORK (a private folder) first, then calls
 # bl_init; bl_cleanup (installed as the EXIT trap by bl_init) stops everything started
-# through these functions.
+# through these functions, and everything the caller added to BL_PIDS. log writes to
+# stderr, or to the file descriptor BL_LOG_FD (1: stdout, for scripts whose log is their
+# report).
 
 PER_PROC=${PER_PROC:-4000}
 CONCURRENCY=${CONCURRENCY:-16}
@@ -20,13 +22,14 @@ BL_PIDS=()    # processes to stop at exit (TERM, then KILL)
 LOADER_PIDS=()
 LOADER_OUTS=()
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&"${BL_LOG_FD:-2}"; }
 die() {
 	log "FATAL: $*"
 	exit 1
 }
 
 bl_init() {
+	START=${START:-$SECONDS}
 	mkdir -p "$WORK/bin"
 	chmod 755 "$WORK"
 	trap bl_cleanup EXIT
@@ -54,7 +57,7 @@ bl_cleanup() {
 	for ((i = ${#BL_PIDS[@]} - 1; i >= 0; i--)); do bl_stop_pid "${BL_PIDS[$i]}"; done
 	BL_PIDS=()
 	if [ "${KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
-		echo "work folder kept: $WORK" >&2
+		echo "work folder kept: $WORK" >&"${BL_LOG_FD:-2}"
 	else
 		rm -rf "$WORK"
 	fi
@@ -68,20 +71,25 @@ bl_forget() {
 	BL_PIDS=("${out[@]}")
 }
 
-# bl_build: make build (doorman, devbackend, devcert) and the bench tools into $WORK/bin.
+# elapsed: seconds since bl_init (or since START, if the caller set it).
+elapsed() { echo $((SECONDS - START)); }
+
+# bl_build [TOOLS...]: make build (doorman, devbackend, devcert) and the bench tools
+# (bench/TOOL; by default those compare.sh uses) into $WORK/bin.
 bl_build() {
 	log "building (make build and the bench tools)"
 	make -s -C "$ROOT" build >"$WORK/build.log" 2>&1 || {
 		cat "$WORK/build.log"
 		die "make build failed"
 	}
-	local t
-	for t in imapload fetchbench loginrate fakeimap authhttp tlshs; do
+	local t tools=("$@")
+	[ $# -gt 0 ] || tools=(imapload fetchbench loginrate lmtpload fakeimap authhttp tlshs)
+	for t in "${tools[@]}"; do
 		(cd "$ROOT" && go build -o "$WORK/bin/$t" "./bench/$t") || die "building bench/$t failed"
 	done
 }
 
-# greets HOST PORT: a greeting (IMAP, POP3 or SMTP) arrives within 2 s.
+# greets HOST PORT: a greeting (IMAP, POP3, SMTP or LMTP) arrives within 2 s.
 greets() {
 	timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2 && head -c 4 <&3 | grep -Eq '^(\* OK|\+OK|220)'" 2>/dev/null
 }
@@ -132,19 +140,42 @@ bl_start_fake() {
 	bl_wait_greets "$1" "$FAKE_PID" "fakeimap"
 }
 
-# bl_start_backend PORT [POP3_PORT SUBMISSION_PORT]: a private Dovecot backend (bin/devbackend,
-# engine/testenv's settings) with the users of users.txt: IMAP on PORT, and POP3 and
-# Submission if their ports are given. Sets BACKEND_PID (devbackend; it stops Dovecot on
-# SIGTERM).
+# bl_start_backend PORT [POP3_PORT SUBMISSION_PORT [LMTP_PORT]]: a private Dovecot backend
+# (bin/devbackend, engine/testenv's settings) with the users of users.txt: IMAP on PORT, and
+# POP3, Submission and LMTP if their ports are given (LMTP delivers RCPT TO:<user@any.domain>
+# into user's maildir; Submission relays to devbackend's sink, which keeps every message in
+# memory and in WORK/backend/sink). Sets BACKEND_PID (devbackend; it stops Dovecot on SIGTERM).
 bl_start_backend() {
-	local args=(-dir "$WORK/backend" -port "$1" -users "$WORK/users.txt")
-	[ -n "${2:-}" ] && args+=(-protocols imap,pop3,submission -pop3-port "$2" -submission-port "$3")
-	"$ROOT/bin/devbackend" "${args[@]}" >"$WORK/backend.out" 2>"$WORK/backend.log" &
+	local args=(-dir "$WORK/backend" -port "$1" -users "$WORK/users.txt") protos=imap
+	[ -n "${2:-}" ] && protos+=,pop3,submission && args+=(-pop3-port "$2" -submission-port "$3")
+	[ -n "${4:-}" ] && protos+=,lmtp && args+=(-lmtp-port "$4")
+	"$ROOT/bin/devbackend" "${args[@]}" -protocols "$protos" >"$WORK/backend.out" 2>"$WORK/backend.log" &
 	BACKEND_PID=$!
 	BL_PIDS+=("$BACKEND_PID")
 	bl_wait_greets "$1" "$BACKEND_PID" "the Dovecot backend"
 	[ -z "${2:-}" ] || bl_wait_greets "$2" "$BACKEND_PID" "the Dovecot backend's POP3"
 	[ -z "${3:-}" ] || bl_wait_greets "$3" "$BACKEND_PID" "the Dovecot backend's Submission"
+	[ -z "${4:-}" ] || bl_wait_greets "$4" "$BACKEND_PID" "the Dovecot backend's LMTP"
+}
+
+# bl_backend_procs NAME: how many processes called NAME the backend's Dovecot (a child of
+# BACKEND_PID) runs.
+bl_backend_procs() {
+	local m
+	m=$(pgrep -P "$BACKEND_PID" -x dovecot | head -1)
+	if [ -n "$m" ]; then pgrep -c -P "$m" -x "$1" || true; else echo 0; fi
+}
+
+# bl_wait_backend_idle: the backend's imap processes of closed sessions have exited, all but
+# two (at most 60 s).
+bl_wait_backend_idle() {
+	local n
+	for _ in $(seq 1 120); do
+		n=$(bl_backend_procs imap)
+		[ "$n" -le 2 ] && return 0
+		sleep 0.5
+	done
+	log "warning: $n backend imap processes still running"
 }
 
 # ---- proxies -------------------------------------------------------------------------
@@ -164,10 +195,68 @@ bl_certs() {
 	chmod 644 "$WORK/certs"/*.pem
 }
 
-# bl_start_doorman PORT BACKEND_PORT [PROTO]: Doorman in front of 127.0.0.1:BACKEND_PORT,
-# listening for PROTO (imap, pop3 or submission; default imap). Sets DOORMAN_PID. Extra
-# arguments in DOORMAN_ARGS (e.g. -cpuprofile FILE).
+# bl_run_doorman CONFIG LOG PORT [WRAPPER...]: Doorman with CONFIG and DOORMAN_ARGS (e.g.
+# -cpuprofile FILE), its output in LOG, under WRAPPER if given (e.g. taskset -c 0); waits up
+# to 30 s for its greeting on 127.0.0.1:PORT. Sets DOORMAN_PID and DOORMAN_LOG. Returns 1 if
+# Doorman could not bind its port (one left in TIME_WAIT, e.g. by an earlier run: Doorman's
+# listener does not set SO_REUSEADDR), so the caller can try another; dies on any other
+# failure.
 DOORMAN_ARGS=()
+bl_run_doorman() {
+	local conf=$1 out=$2 port=$3
+	shift 3
+	"$@" "$ROOT/bin/doorman" -c "$conf" "${DOORMAN_ARGS[@]}" >"$out" 2>&1 &
+	DOORMAN_PID=$!
+	DOORMAN_LOG=$out
+	BL_PIDS+=("$DOORMAN_PID")
+	for _ in $(seq 1 300); do
+		greets 127.0.0.1 "$port" && return 0
+		kill -0 "$DOORMAN_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$DOORMAN_PID" 2>/dev/null && die "Doorman does not greet on 127.0.0.1:$port (see $out)"
+	wait "$DOORMAN_PID" 2>/dev/null || true
+	bl_forget "$DOORMAN_PID"
+	if grep -q 'address already in use' "$out"; then
+		log "Doorman cannot bind 127.0.0.1:$port ($(ss -Htan state time-wait "( sport = :$port )" | wc -l) TIME_WAIT sockets on that port)"
+		return 1
+	fi
+	cat "$out"
+	die "Doorman does not start on 127.0.0.1:$port"
+}
+
+# bl_stop_doorman: stops DOORMAN_PID (SIGTERM, then SIGKILL after 20 s) and says so if it had
+# exited already, exits with an error, or logged warn or error lines (the "memory" lines
+# SIGUSR1 logs at warn aside); such a log is kept as WORK/kept-NAME.
+bl_stop_doorman() {
+	local rc=0 nwarn nerr
+	kill -0 "$DOORMAN_PID" 2>/dev/null || {
+		log "Doorman $DOORMAN_PID was already gone (crash?)"
+		tail -20 "$DOORMAN_LOG"
+	}
+	kill -TERM "$DOORMAN_PID" 2>/dev/null || true
+	for _ in $(seq 1 200); do
+		kill -0 "$DOORMAN_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$DOORMAN_PID" 2>/dev/null || true
+	wait "$DOORMAN_PID" || rc=$?
+	bl_forget "$DOORMAN_PID"
+	[ $rc -eq 0 ] || log "Doorman exited with status $rc"
+	nwarn=$(grep -v '"msg":"memory"' "$DOORMAN_LOG" | grep -c '"level":"warn"' || true)
+	nerr=$(grep -c '"level":"error"\|panic' "$DOORMAN_LOG" || true)
+	if [ "$nwarn" != 0 ] || [ "$nerr" != 0 ]; then
+		log "Doorman log $DOORMAN_LOG: $nwarn warn, $nerr error lines; first ones:"
+		grep -v '"msg":"memory"' "$DOORMAN_LOG" | grep '"level":"warn"\|"level":"error"\|panic' | head -5 | cut -c1-400
+		cp "$DOORMAN_LOG" "$WORK/kept-$(basename "$DOORMAN_LOG")"
+	fi
+	DOORMAN_PID=""
+}
+
+# bl_start_doorman PORT BACKEND_PORT [PROTO]: Doorman in front of 127.0.0.1:BACKEND_PORT,
+# listening for PROTO (imap, pop3, submission or lmtp; default imap). Sets DOORMAN_PID.
+# For LMTP the recipients' domain is dropped before the lookup (auth_username_format %Ln),
+# as the backend does.
 bl_start_doorman() {
 	local port=$1 be=$2 proto=${3:-imap} dir="$WORK/doorman-$1"
 	mkdir -p "$dir"
@@ -176,6 +265,7 @@ bl_start_doorman() {
 listeners:
   - {name: $proto, protocol: $proto, address: "127.0.0.1:$port"}
 EOF
+	if [ "$proto" = lmtp ]; then echo 'auth_username_format: "%Ln"' >>"$dir/doorman.yaml"; fi
 	if [ -n "$TLS_PORT" ] && [ "$proto" = imap ]; then
 		cat >>"$dir/doorman.yaml" <<EOF
   - {name: imaps, protocol: imap, address: "127.0.0.1:$TLS_PORT", ssl: true}
@@ -189,17 +279,17 @@ passdb:
 login_trusted_networks: [127.0.0.0/8]
 log: {level: $LOG_LEVEL, format: json}
 EOF
-	"$ROOT/bin/doorman" -c "$dir/doorman.yaml" "${DOORMAN_ARGS[@]}" >"$dir/doorman.log" 2>&1 &
-	DOORMAN_PID=$!
-	BL_PIDS+=("$DOORMAN_PID")
-	bl_wait_greets "$port" "$DOORMAN_PID" "Doorman"
+	bl_run_doorman "$dir/doorman.yaml" "$dir/doorman.log" "$port" || die "Doorman cannot bind 127.0.0.1:$port"
 }
 
 # bl_start_dovecot_proxy PORT BACKEND_PORT [PROTO]: a private Dovecot instance that only
 # proxies PROTO (imap, pop3 or submission; default imap) to 127.0.0.1:BACKEND_PORT (passdb
 # proxy field, password forwarding), in Dovecot's high-performance login mode:
-# service_count = 0, process_min_avail = 2 (the cores here), client_limit 9000. Sets
-# DPROXY_PID (the master, in the foreground).
+# service_count = 0, process_min_avail = 2 (the cores here), client_limit 9000. For lmtp:
+# lmtp_proxy = yes, every recipient looked up in the same passdb (its domain dropped:
+# auth_username_format %Ln), the lmtp service as Dovecot ships it (one connection per
+# process, processes reused) with process_min_avail = 2. Sets DPROXY_PID (the master, in the
+# foreground).
 bl_start_dovecot_proxy() {
 	local port=$1 be=$2 proto=${3:-imap} dir="$WORK/dproxy-$1"
 	mkdir -p "$dir/state" "$dir/base"
@@ -207,7 +297,7 @@ bl_start_dovecot_proxy() {
 	bl_passwd_file "$dir/users.passwd" "$be"
 	chown root:dovecot "$dir/users.passwd"
 	chmod 640 "$dir/users.passwd"
-	local ssl="ssl = no" imaps="port = 0" tlsname
+	local ssl="ssl = no" imaps="port = 0" tlsname service
 	case $proto in imap) tlsname=imaps ;; pop3) tlsname=pop3s ;; submission) tlsname=submissions ;; esac
 	if [ -n "$TLS_PORT" ] && [ "$proto" = imap ]; then
 		ssl="ssl = yes
@@ -216,6 +306,33 @@ ssl_key = <$WORK/certs/doorman-key.pem"
 		imaps="address = 127.0.0.1
     port = $TLS_PORT
     ssl = yes"
+	fi
+	if [ "$proto" = lmtp ]; then
+		service="postmaster_address = postmaster@bench.invalid
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $port
+  }
+  process_min_avail = 2
+}
+protocol lmtp {
+  lmtp_proxy = yes
+  auth_username_format = %Ln
+}"
+	else
+		service="service $proto-login {
+  inet_listener $proto {
+    address = 127.0.0.1
+    port = $port
+  }
+  inet_listener $tlsname {
+    $imaps
+  }
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 9000
+}"
 	fi
 	cat >"$dir/dovecot.conf" <<EOF
 instance_name = bench-dproxy-$port
@@ -239,18 +356,7 @@ userdb {
   driver = static
   args = uid=mail gid=mail home=$dir/home/%u
 }
-service $proto-login {
-  inet_listener $proto {
-    address = 127.0.0.1
-    port = $port
-  }
-  inet_listener $tlsname {
-    $imaps
-  }
-  service_count = 0
-  process_min_avail = 2
-  client_limit = 9000
-}
+$service
 service anvil {
   unix_listener anvil-auth-penalty {
     mode = 0
@@ -269,6 +375,7 @@ EOF
 # here), worker_connections 20000. Sets NGINX_PID (the master, daemon off) and AUTHHTTP_PID.
 bl_start_nginx() {
 	local port=$1 be=$2 auth=$3 proto=${4:-imap} dir="$WORK/nginx-$1" nproto
+	[ "$proto" != lmtp ] || die "nginx's mail proxy has no LMTP"
 	nproto=$proto
 	[ "$proto" = submission ] && nproto=smtp
 	mkdir -p "$dir"
@@ -415,16 +522,23 @@ bl_start_loaders() {
 	done
 }
 
-# bl_wait_loaders SECONDS: every loader started last printed READY (or exited). Sets
-# ESTABLISHED and FAILED, summed over them.
+# bl_wait_loaders SECONDS: every loader started last printed READY (or exited: logged, with
+# the end of its output). Sets ESTABLISHED and FAILED, summed over them.
 bl_wait_loaders() {
-	local limit=$1 i out all=0 t
+	local limit=$1 i out all=0 t gone=" "
 	for ((t = 0; t < limit * 2; t++)); do
 		all=1
 		for ((i = NEW_FROM; i < ${#LOADER_OUTS[@]}; i++)); do
 			out=${LOADER_OUTS[$i]}
 			grep -q ' READY ' "$out" 2>/dev/null && continue
-			kill -0 "${LOADER_PIDS[$i]}" 2>/dev/null || continue
+			if ! kill -0 "${LOADER_PIDS[$i]}" 2>/dev/null; then
+				case $gone in *" $i "*) ;; *)
+					gone+="$i "
+					log "loader $out exited early: $(cat "$out" "$out.err" 2>/dev/null | tail -n 3 | tr '\n' ' ')"
+					;;
+				esac
+				continue
+			fi
 			all=0
 		done
 		[ $all = 1 ] && break
@@ -442,8 +556,10 @@ bl_wait_loaders() {
 	[ $all = 1 ] || log "warning: loaders not ready after ${limit}s"
 }
 
-# bl_stop_loaders: SIGTERM; each loader checks its sessions (NOOP, unless -check=false),
-# closes them and prints a summary. Sets NOOP_OK, NOOP_CHECKED, DROPPED.
+# bl_stop_loaders [PATTERN]: SIGTERM; each loader checks its sessions (NOOP, unless
+# -check=false), closes them and prints a summary. Sets NOOP_OK, NOOP_CHECKED, DROPPED.
+# With PATTERN (an extended regular expression) the summaries' matching lines are printed,
+# indented.
 bl_stop_loaders() {
 	local p out
 	for p in "${LOADER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -460,6 +576,7 @@ bl_stop_loaders() {
 		NOOP_CHECKED=$((NOOP_CHECKED + ${c:-0}))
 		NOOP_OK=$((NOOP_OK + ${o:-0}))
 		DROPPED=$((DROPPED + ${d:-0}))
+		[ -z "${1:-}" ] || grep -E "$1" "$out" | sed 's/^/    /' || true
 	done
 	LOADER_OUTS=()
 }

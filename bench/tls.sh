@@ -79,7 +79,6 @@ LOG_LEVEL=${LOG_LEVEL:-warn}
 BUDGET=${BUDGET:-900}
 BACKEND_PORT=${BACKEND_PORT:-21243}
 PROXY_PORT=${PROXY_PORT:-21244}
-KEEP=${KEEP:-0}
 WARMUP=20
 NUSERS=${NUSERS:-50}
 export GOTOOLCHAIN=local
@@ -87,92 +86,21 @@ export GOTOOLCHAIN=local
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 WORK=$(mktemp -d /tmp/doorman-tls.XXXXXX)
-chmod 755 "$WORK"
 START=$SECONDS
+BL_LOG_FD=1 # the log is the report: stdout
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bl_init
 
-BACKEND_PID=""
-DOORMAN_PID=""
-LOADER_PIDS=()
-TOOL_PID=""
-
-log() { printf '%s %s\n' "$(date +%T)" "$*"; }
-die() { log "FATAL: $*"; exit 1; }
-
-cleanup() {
-	local rc=$?
-	set +e
-	for p in "${LOADER_PIDS[@]}" $TOOL_PID; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${LOADER_PIDS[@]}" $TOOL_PID; do wait "$p" 2>/dev/null; done
-	if [ -n "$DOORMAN_PID" ]; then
-		kill -TERM "$DOORMAN_PID" 2>/dev/null
-		wait "$DOORMAN_PID" 2>/dev/null
-	fi
-	if [ -n "$BACKEND_PID" ]; then
-		kill -TERM "$BACKEND_PID" 2>/dev/null # tlsbackend stops its Dovecot
-		for _ in $(seq 1 200); do kill -0 "$BACKEND_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$BACKEND_PID" 2>/dev/null
-		wait "$BACKEND_PID" 2>/dev/null
-	fi
-	if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then
-		echo "work folder kept: $WORK"
-	else
-		rm -rf "$WORK"
-	fi
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---- helpers (as in bench/idle.sh) ----------------------------------------------------------
+# ---- helpers (the rest are bench/lib.sh's) ---------------------------------------------------
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$DOORMAN_PID/status"; }
 threads() { awk '/^Threads:/ {print $2}' "/proc/$DOORMAN_PID/status"; }
-fd_count() { ls "/proc/$DOORMAN_PID/fd" | wc -l; }
-elapsed() { echo $((SECONDS - START)); }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # gc: SIGUSR1 makes Doorman run runtime.GC + debug.FreeOSMemory and log its memory classes.
 gc() {
 	kill -USR1 "$DOORMAN_PID"
 	sleep 1.5
-}
-
-# settle waits until Doorman's fd count has not changed for 3 s (at most 90 s).
-settle() {
-	local prev=-1 same=0 n
-	for _ in $(seq 1 90); do
-		n=$(fd_count)
-		if [ "$n" = "$prev" ]; then
-			same=$((same + 1))
-			[ $same -ge 3 ] && return 0
-		else
-			same=0
-		fi
-		prev=$n
-		sleep 1
-	done
-	log "warning: Doorman's fd count did not settle (last $n)"
-}
-
-greets() {
-	timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2 && head -c 4 <&3 | grep -q '^\* OK'" 2>/dev/null
-}
-
-backend_master() { pgrep -P "$BACKEND_PID" -x dovecot | head -1; }
-backend_imap_procs() {
-	local m
-	m=$(backend_master)
-	if [ -n "$m" ]; then pgrep -c -P "$m" -x imap || true; else echo 0; fi
-}
-
-wait_backend_idle() {
-	local n
-	for _ in $(seq 1 120); do
-		n=$(backend_imap_procs)
-		[ "$n" -le 2 ] && return 0
-		sleep 0.5
-	done
-	log "warning: $n backend imap processes still running"
 }
 
 write_doorman_config() {
@@ -194,126 +122,41 @@ EOF
 # TLS_PORT implicit TLS); a new pair each time (see bench/idle.sh: no SO_REUSEADDR). Extra
 # words run Doorman under a wrapper (taskset); DOORMAN_ARGS are added to its command line.
 DOORMAN_STARTS=0
-DOORMAN_ARGS=()
 start_doorman() {
-	local tag=$1 try
+	local tag=$1
 	shift
-	DOORMAN_LOG="$WORK/doorman-$tag.log"
-	for try in 1 2 3 4 5; do
+	for _ in 1 2 3 4 5; do
 		DOORMAN_PORT=$((PROXY_PORT + 2 * DOORMAN_STARTS))
 		TLS_PORT=$((DOORMAN_PORT + 1))
 		DOORMAN_STARTS=$((DOORMAN_STARTS + 1))
 		write_doorman_config "$DOORMAN_PORT" "$TLS_PORT"
-		"$@" "$ROOT/bin/doorman" -c "$WORK/doorman.yaml" "${DOORMAN_ARGS[@]}" >"$DOORMAN_LOG" 2>&1 &
-		DOORMAN_PID=$!
-		for _ in $(seq 1 100); do
-			greets 127.0.0.1 "$DOORMAN_PORT" && return 0
-			kill -0 "$DOORMAN_PID" 2>/dev/null || break
-			sleep 0.1
-		done
-		wait "$DOORMAN_PID" 2>/dev/null || true
-		if grep -q 'address already in use' "$DOORMAN_LOG"; then
-			log "Doorman cannot bind 127.0.0.1:$DOORMAN_PORT/$TLS_PORT: trying the next ports"
-			continue
-		fi
-		cat "$DOORMAN_LOG"
-		die "Doorman does not start on 127.0.0.1:$DOORMAN_PORT"
+		bl_run_doorman "$WORK/doorman.yaml" "$WORK/doorman-$tag.log" "$DOORMAN_PORT" "$@" && return 0
+		log "trying the next ports"
 	done
 	die "Doorman could not bind 5 port pairs in a row"
 }
 
-# stop_doorman: SIGTERM, and a word on any warn/error line (the memory lines aside: SIGUSR1
-# logs them at warn).
-stop_doorman() {
-	local rc=0
-	kill -0 "$DOORMAN_PID" 2>/dev/null || { log "Doorman $DOORMAN_PID was already gone (crash?)"; tail -20 "$DOORMAN_LOG"; }
-	kill -TERM "$DOORMAN_PID" 2>/dev/null || true
-	wait "$DOORMAN_PID" || rc=$?
-	[ $rc -eq 0 ] || log "Doorman exited with status $rc"
-	local bad
-	bad=$(grep -v '"msg":"memory"' "$DOORMAN_LOG" | grep -c '"level":"warn"\|"level":"error"\|panic' || true)
-	if [ "$bad" != 0 ]; then
-		log "Doorman log $DOORMAN_LOG: $bad warn/error lines; first ones:"
-		grep -v '"msg":"memory"' "$DOORMAN_LOG" | grep '"level":"warn"\|"level":"error"\|panic' | head -5 | cut -c1-400
-		cp "$DOORMAN_LOG" "$WORK/kept-$(basename "$DOORMAN_LOG")"
-	fi
-	DOORMAN_PID=""
-}
-
-# loader_flags MODE: imapload's flags for a client mode.
-loader_flags() {
+# loader_addr MODE, loader_flags MODE: imapload's address and TLS flags for a client mode.
+loader_addr() {
 	case $1 in
-	plain) echo "-addr 127.0.0.1:$DOORMAN_PORT" ;;
-	*) echo "-addr 127.0.0.1:$TLS_PORT -tls -cafile $WORK/certs/ca.pem -curves $1" ;;
+	plain) echo "127.0.0.1:$DOORMAN_PORT" ;;
+	*) echo "127.0.0.1:$TLS_PORT" ;;
 	esac
 }
-
+loader_flags() {
+	case $1 in
+	plain) ;;
+	*) echo "-tls -cafile $WORK/certs/ca.pem -curves $1" ;;
+	esac
+}
 # start_loaders TAG K SRCBASE MODE: K sessions from ceil(K/PER_PROC) imapload processes.
-LOADER_OUTS=()
 start_loaders() {
-	local tag=$1 k=$2 base=$3 mode=$4
-	local procs=$(((k + PER_PROC - 1) / PER_PROC)) i n left=$k
-	NEW_FROM=${#LOADER_OUTS[@]}
-	for ((i = 0; i < procs; i++)); do
-		n=$((left / (procs - i)))
-		left=$((left - n))
-		local out="$WORK/load-$tag-$i.out"
-		# shellcheck disable=SC2046
-		"$WORK/bin/imapload" $(loader_flags "$mode") -n "$n" -users "$WORK/backend-users" \
-			-source-ips "127.$((base + i)).0.1-127.$((base + i)).0.50" -concurrency "$CONCURRENCY" \
-			-hold 0 -progress 5s -label "$tag/p$i" >"$out" 2>"$out.err" &
-		LOADER_PIDS+=($!)
-		LOADER_OUTS+=("$out")
-	done
+	# shellcheck disable=SC2046
+	bl_start_loaders "$(loader_addr "$4")" "$2" "$3" "$1" $(loader_flags "$4") -progress 5s
 }
+# The imapload summary lines printed as the loaders stop.
+SUMMARY_LINES='login_latency|tls handshake|failure |dropped |noop_fail'
 
-wait_loaders_ready() {
-	local limit=$1 i out all
-	for ((t = 0; t < limit * 2; t++)); do
-		all=1
-		for i in "${!LOADER_OUTS[@]}"; do
-			out=${LOADER_OUTS[$i]}
-			grep -q ' READY ' "$out" 2>/dev/null && continue
-			kill -0 "${LOADER_PIDS[$i]}" 2>/dev/null || { log "loader $out exited early:"; cat "$out" "$out.err" | tail -5; continue; }
-			all=0
-		done
-		[ $all = 1 ] && break
-		sleep 0.5
-	done
-	ESTABLISHED=0
-	FAILED=0
-	for out in "${LOADER_OUTS[@]:$NEW_FROM}"; do
-		local e f
-		e=$(sed -n 's/.* READY established=\([0-9]*\) .*/\1/p' "$out")
-		f=$(sed -n 's/.* READY .*failed=\([0-9]*\) .*/\1/p' "$out")
-		ESTABLISHED=$((ESTABLISHED + ${e:-0}))
-		FAILED=$((FAILED + ${f:-0}))
-	done
-	[ $all = 1 ] || log "warning: loaders not ready after ${limit}s"
-}
-
-stop_loaders() {
-	local p out
-	for p in "${LOADER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${LOADER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	LOADER_PIDS=()
-	NOOP_OK=0
-	NOOP_CHECKED=0
-	DROPPED=0
-	for out in "${LOADER_OUTS[@]}"; do
-		local c o d
-		c=$(sed -n 's/.*noop_check checked=\([0-9]*\) .*/\1/p' "$out")
-		o=$(sed -n 's/.*noop_check .*ok=\([0-9]*\).*/\1/p' "$out")
-		d=$(sed -n 's/.*dropped_while_held=\([0-9]*\) .*/\1/p' "$out")
-		NOOP_CHECKED=$((NOOP_CHECKED + ${c:-0}))
-		NOOP_OK=$((NOOP_OK + ${o:-0}))
-		DROPPED=$((DROPPED + ${d:-0}))
-		grep -E 'login_latency|tls handshake|failure |dropped |noop_fail' "$out" | sed 's/^/    /' || true
-	done
-	LOADER_OUTS=()
-}
-
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2}'; }
 range_of() { sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {if (NR) printf "%s-%s", lo, hi; else print "-"}'; }
 
 # mem_class NAME: a field of Doorman's last "memory" line (bytes), e.g. heap/objects.
@@ -323,40 +166,29 @@ mem_class() {
 MEM_CLASSES="heap/objects heap/unused heap/free heap/stacks metadata/other metadata/mspan/inuse goroutines"
 mem_snapshot() { local c v; for c in $MEM_CLASSES; do v=$(mem_class "$c"); printf '%s ' "${v:--}"; done; }
 
-# cpu_ticks: Doorman's utime+stime in clock ticks (10 ms).
-cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$DOORMAN_PID/stat"; }
-
 # ---- build and set up ----------------------------------------------------------------------
 
 log "machine: $(nproc) cores, kernel $(uname -r), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), open files $(ulimit -n), $(go version | cut -d' ' -f3)"
-log "building (make build)"
-make -s build >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; die "make build failed"; }
-mkdir -p "$WORK/bin"
-for t in imapload fetchbench tlshs tlsbackend; do
-	go build -o "$WORK/bin/$t" "./bench/$t" || die "cannot build bench/$t"
-done
+bl_build imapload fetchbench tlshs tlsbackend
 if [ -n "${DOORMAN_REV:-}" ]; then
 	log "doorman $DOORMAN_REV"
 else
 	log "doorman $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+uncommitted changes')"
 fi
-"$ROOT/bin/devcert" -dir "$WORK/certs" 2>"$WORK/devcert.log" || { cat "$WORK/devcert.log"; die "devcert failed"; }
+bl_certs
 log "certificate: $(openssl x509 -in "$WORK/certs/doorman.pem" -noout -text | grep -m1 'Public Key Algorithm' | sed 's/^ *//'), $(openssl x509 -in "$WORK/certs/doorman.pem" -noout -text | grep -m1 -A0 'NIST CURVE\|Public-Key:' | sed 's/^ *//')"
 
 for port in "$BACKEND_PORT" "$PROXY_PORT" $((PROXY_PORT + 1)); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is in use"; fi
+	bl_port_free "$port" || die "port $port is in use"
 done
 
-: >"$WORK/backend-users"
-for i in $(seq 1 "$NUSERS"); do
-	u=$(printf 'u%03d' "$i")
-	echo "$u:pw-$u" >>"$WORK/backend-users"
-done
+bl_users "$NUSERS"
 
 log "starting the Dovecot backend with TLS on 127.0.0.1:$BACKEND_PORT ($NUSERS users)"
-"$WORK/bin/tlsbackend" -dir "$WORK/backend" -port "$BACKEND_PORT" -users "$WORK/backend-users" \
+"$WORK/bin/tlsbackend" -dir "$WORK/backend" -port "$BACKEND_PORT" -users "$WORK/users.txt" \
 	-cert "$WORK/certs/doorman.pem" -key "$WORK/certs/doorman-key.pem" >"$WORK/backend.out" 2>"$WORK/backend.log" &
 BACKEND_PID=$!
+BL_PIDS+=("$BACKEND_PID") # tlsbackend stops its Dovecot on SIGTERM
 for _ in $(seq 1 300); do
 	grep -q '^imaps ' "$WORK/backend.out" 2>/dev/null && break
 	kill -0 "$BACKEND_PID" 2>/dev/null || { cat "$WORK/backend.log"; die "tlsbackend exited"; }
@@ -365,13 +197,9 @@ done
 BACKEND_IMAPS=$(sed -n 's/^imaps 127.0.0.1:\([0-9]*\)$/\1/p' "$WORK/backend.out")
 [ -n "$BACKEND_IMAPS" ] || { cat "$WORK/backend.log"; die "the backend has no imaps port"; }
 greets 127.0.0.1 "$BACKEND_PORT" || die "the backend does not greet"
-log "backend: $(cat "$WORK/backend.log" | head -1)"
+log "backend: $(head -1 "$WORK/backend.log")"
 
-: >"$WORK/users.passwd"
-for i in $(seq 1 "$NUSERS"); do
-	u=$(printf 'u%03d' "$i")
-	echo "$u:{PLAIN}pw-$u::::::proxy host=127.0.0.1 port=$BACKEND_PORT" >>"$WORK/users.passwd"
-done
+bl_passwd_file "$WORK/users.passwd" "$BACKEND_PORT"
 echo "t001:{PLAIN}pw-u001::::::proxy host=127.0.0.1 port=$BACKEND_IMAPS ssl=yes destuser=u001" >>"$WORK/users.passwd"
 write_doorman_config "$PROXY_PORT" $((PROXY_PORT + 1))
 "$ROOT/bin/doorman" -c "$WORK/doorman.yaml" -t >/dev/null || die "Doorman rejects the configuration"
@@ -390,35 +218,35 @@ idle_run() {
 	local run=$1 k=$2 mode=$3
 	local tag="r$run-k$k-$mode"
 	log "run $run, K=$k, $mode: fresh Doorman (load average $(loadavg))"
-	wait_backend_idle
+	bl_wait_backend_idle
 	start_doorman "$tag"
 
 	start_loaders "$tag-warm" "$WARMUP" 10 "$mode"
-	wait_loaders_ready 60
+	bl_wait_loaders 60
 	[ "$ESTABLISHED" = "$WARMUP" ] || log "warning: warm-up established $ESTABLISHED of $WARMUP"
-	settle
+	bl_settle "$DOORMAN_PID"
 	local raw_before before fds_before cpu_before mem_before
 	raw_before=$(rss_kb)
 	gc
 	before=$(rss_kb)
 	mem_before=($(mem_snapshot))
-	fds_before=$(fd_count)
-	cpu_before=$(cpu_ticks)
+	fds_before=$(bl_fds "$DOORMAN_PID")
+	cpu_before=$(bl_cpu "$DOORMAN_PID")
 	[ -z "${MEMPROFILE_TO:-}" ] || cp "$WORK/heap.prof" "$MEMPROFILE_TO-before.prof"
 
 	local t0=$SECONDS
 	start_loaders "$tag" "$k" 20 "$mode"
-	wait_loaders_ready $((k / 20 + 60))
+	bl_wait_loaders $((k / 20 + 60))
 	local est=$ESTABLISHED fail=$FAILED setup=$((SECONDS - t0))
-	settle
+	bl_settle "$DOORMAN_PID"
 	sleep 2
 	local raw_after after fds_after cpu_after thr mem_after
-	cpu_after=$(cpu_ticks)
+	cpu_after=$(bl_cpu "$DOORMAN_PID")
 	raw_after=$(rss_kb)
 	gc
 	after=$(rss_kb)
 	mem_after=($(mem_snapshot))
-	fds_after=$(fd_count)
+	fds_after=$(bl_fds "$DOORMAN_PID")
 	thr=$(threads)
 	[ -z "${MEMPROFILE_TO:-}" ] || cp "$WORK/heap.prof" "$MEMPROFILE_TO-after.prof"
 
@@ -436,7 +264,7 @@ idle_run() {
 	log "  Go memory classes per session: heap objects $obj B, heap unused (fragmentation) $unused B, stacks $stacks B, GC metadata $meta B; goroutines $gor"
 	log "  Doorman fds +$((fds_after - fds_before)), threads $thr, CPU $(((cpu_after - cpu_before) * 10)) ms = $cpu_us us/session (incl. settle)"
 
-	stop_loaders
+	bl_stop_loaders "$SUMMARY_LINES"
 	log "run $run, K=$k, $mode: NOOP check $NOOP_OK/$NOOP_CHECKED ok, $DROPPED dropped while held"
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$mode" "$k" "$est" "$fail" \
 		"$before" "$after" "$raw_before" "$raw_after" "$per" "$per_raw" "$obj" "$unused" "$stacks" "$meta" "$gor" \
@@ -448,7 +276,7 @@ idle_run() {
 		PER_OBJ[$mode/$k]+="$obj "
 		PER_HEAP[$mode/$k]+="$unused "
 	fi
-	stop_doorman
+	bl_stop_doorman
 }
 
 # need_s K: a generous estimate of one idle measurement's seconds.
@@ -487,9 +315,10 @@ hs_measure() {
 	taskset -c "$HS_CLIENT_CPU" "$WORK/bin/tlshs" -addr "127.0.0.1:$2" -pid "$3" -insecure \
 		-curves x25519,default -c "$HS_CLIENTS" -duration "$HS_DURATION" -rounds "$HS_ROUNDS" \
 		-source-ips 127.40.0.1-127.40.0.50 >"$1" 2>&1 &
-	TOOL_PID=$!
-	wait "$TOOL_PID" || log "tlshs failed (status $?)"
-	TOOL_PID=""
+	local pid=$!
+	BL_PIDS+=("$pid") # stopped by the cleanup if the run is interrupted
+	wait "$pid" || log "tlshs failed (status $?)"
+	bl_forget "$pid"
 	cat "$1"
 }
 
@@ -502,7 +331,7 @@ hs_step() {
 	taskset -c "$HS_SERVER_CPU" "$WORK/bin/tlshs" -serve "127.0.0.1:$ref_port" -cert "$WORK/certs/doorman.pem" \
 		-key "$WORK/certs/doorman-key.pem" >"$WORK/ref-server.log" 2>&1 &
 	ref_pid=$!
-	LOADER_PIDS+=("$ref_pid") # stopped by cleanup if this step is interrupted
+	BL_PIDS+=("$ref_pid") # stopped by the cleanup if this step is interrupted
 	for i in $(seq 1 "$HS_RUNS"); do
 		start_doorman "hs$i" taskset -c "$HS_SERVER_CPU"
 		log "tlshs $i/$HS_RUNS: Doorman pid $DOORMAN_PID and the reference server pid $ref_pid on core(s) $(awk '/^Cpus_allowed_list/ {print $2}' "/proc/$DOORMAN_PID/status"), tlshs on core $HS_CLIENT_CPU; load average $(loadavg)"
@@ -513,18 +342,17 @@ hs_step() {
 			hs_measure "$WORK/hsref-$i.out" "$ref_port" "$ref_pid"
 			hs_measure "$WORK/hs-$i.out" "$TLS_PORT" "$DOORMAN_PID"
 		fi
-		stop_doorman
+		bl_stop_doorman
 	done
-	kill -TERM "$ref_pid" 2>/dev/null || true
-	wait "$ref_pid" 2>/dev/null || true
-	LOADER_PIDS=()
+	bl_stop_pid "$ref_pid"
+	bl_forget "$ref_pid"
 }
 
 # ---- FETCH ---------------------------------------------------------------------------------
 
 fetch_step() {
 	echo
-	wait_backend_idle
+	bl_wait_backend_idle
 	start_doorman fetch
 	local i
 	for i in $(seq 1 "$FETCH_RUNS"); do
@@ -536,7 +364,7 @@ fetch_step() {
 			tee "$WORK/fetch-$i.out" || log "fetchbench failed (status $?)"
 		echo
 	done
-	stop_doorman
+	bl_stop_doorman
 }
 
 # ---- heap profiles -------------------------------------------------------------------------

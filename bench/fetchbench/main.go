@@ -38,6 +38,9 @@
 // -insecure; it offers Go's default groups and keeps no session cache. The MB/s of a TLS
 // path include this client's own decryption, on the same machine.
 //
+// -proto pop3 and -proto submission run the same rounds for POP3 RETR and for Submission
+// (MAIL, RCPT, DATA) of one large message: see other.go.
+//
 // MB means 10^6 bytes, GB 10^9.
 package main
 
@@ -62,8 +65,10 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
-	direct := flag.String("direct", "", "backend IMAP address (required)")
-	proxy := flag.String("proxy", "", "proxy IMAP address (required)")
+	direct := flag.String("direct", "", "backend address (required): IMAP, or -proto's")
+	proxy := flag.String("proxy", "", "proxy address (required): IMAP, or -proto's")
+	proto := flag.String("proto", "imap", "protocol: imap (FETCH, and APPEND with -append), pop3 (RETR) or submission (MAIL, RCPT, DATA)")
+	imapAddr := flag.String("imap", "", "-proto pop3: the backend's IMAP address, to put the message in the INBOX (which is emptied first)")
 	user := flag.String("user", "", "user (same on both paths)")
 	pass := flag.String("pass", "", "password")
 	mailbox := flag.String("mailbox", "fetchbench", "mailbox to hold the message (emptied, created if missing)")
@@ -91,6 +96,22 @@ func run() int {
 	}
 	if *size < 1000 || *rounds < 1 {
 		fmt.Fprintln(os.Stderr, "fetchbench: -size must be at least 1000 and -rounds at least 1")
+		return 2
+	}
+	switch *proto {
+	case "imap":
+		if *imapAddr != "" {
+			fmt.Fprintln(os.Stderr, "fetchbench: -imap is for -proto pop3")
+			return 2
+		}
+	case "pop3", "submission":
+		if *appendToo || *tlsProxy != "" || *tlsBackendUser != "" || *directTLS != "" || *caFile != "" || *insecure {
+			fmt.Fprintln(os.Stderr, "fetchbench: -append and the TLS mode are IMAP's")
+			return 2
+		}
+		return otherMode(*proto, *direct, *proxy, *imapAddr, *user, *pass, *size, *rounds, *warmup, pid, *timeout)
+	default:
+		fmt.Fprintln(os.Stderr, "fetchbench: -proto must be imap, pop3 or submission")
 		return 2
 	}
 	fail := func(format string, a ...any) int {

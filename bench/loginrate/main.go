@@ -1,6 +1,11 @@
-// Command loginrate measures IMAP logins per second: -workers concurrent workers, each
-// looping connect → greeting → `a LOGIN user pass` → tagged OK → `b LOGOUT` → tagged OK
-// (or EOF) → close. Users come from -users (lines `user:password` or `user password`).
+// Command loginrate measures logins per second: -workers concurrent workers, each looping
+// connect → greeting → login → logout → close. The login depends on -proto:
+//
+//   - imap (default): `a LOGIN user pass` → tagged OK; `b LOGOUT` → tagged OK (or EOF);
+//   - pop3: `USER user` → +OK, `PASS pass` → +OK; `QUIT` → +OK (or EOF);
+//   - submission: `EHLO` → 250, `AUTH PLAIN <initial response>` → 235; `QUIT` → 221 (or EOF).
+//
+// Users come from -users (lines `user:password` or `user password`).
 //
 //	loginrate -addr 127.0.0.1:21301 -users users.txt -workers 64 -pass \
 //	          -source-ips 127.0.2.1-127.0.2.100
@@ -20,12 +25,15 @@
 //	RESULT logins=N errors=E secs=S rate=R p50_ms=… p90_ms=… p99_ms=… max_ms=… cpu_s=…
 //
 // (rate = successful logins / seconds from the first connect to the last close; the
-// latencies are connect → tagged OK of LOGIN; cpu_s is this process's own CPU), then the errors by reason, if any.
+// latencies are connect → the login's success reply (IMAP's tagged OK of LOGIN, POP3's +OK
+// of PASS, Submission's 235); cpu_s is this process's own CPU), then the errors by reason,
+// if any.
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,7 +59,8 @@ type account struct{ user, pass string }
 func main() { os.Exit(run()) }
 
 func run() int {
-	addr := flag.String("addr", "127.0.0.1:1143", "IMAP address")
+	addr := flag.String("addr", "127.0.0.1:1143", "address of the proxy or server")
+	proto := flag.String("proto", "imap", "protocol: imap (LOGIN), pop3 (USER/PASS) or submission (EHLO, AUTH PLAIN)")
 	usersFile := flag.String("users", "", "file of `user:password` lines (or `user password`)")
 	n := flag.Int("n", 0, "use only the first n users (0: all)")
 	workers := flag.Int("workers", 32, "concurrent sessions")
@@ -69,6 +78,17 @@ func run() int {
 	}
 	if *usersFile == "" {
 		return fail("-users is required")
+	}
+	var login loginFunc
+	switch *proto {
+	case "imap":
+		login = loginIMAP
+	case "pop3":
+		login = loginPOP3
+	case "submission":
+		login = loginSubmission
+	default:
+		return fail("-proto must be imap, pop3 or submission")
 	}
 	accts, err := readUsers(*usersFile)
 	if err != nil {
@@ -143,7 +163,7 @@ func run() int {
 					d.LocalAddr = &net.TCPAddr{IP: srcs[i%int64(len(srcs))].AsSlice()}
 					d.Control = noPort
 				}
-				lat, err := session(&d, *addr, a, *timeout, *linger0, &buf)
+				lat, err := session(&d, *addr, login, a, *timeout, *linger0, &buf)
 				if err != nil {
 					mu.Lock()
 					errs[err.Error()]++
@@ -201,8 +221,12 @@ func noPort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// session runs one connect → LOGIN → LOGOUT → close and returns the login latency.
-func session(d *net.Dialer, addr string, a account, timeout time.Duration, linger0 bool, buf *[]byte) (time.Duration, error) {
+// loginFunc runs one protocol's greeting and login on r/w and returns when the login has
+// succeeded (the latency is taken then); logout, run after, ends the session politely.
+type loginFunc func(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (logout func() error, err error)
+
+// session runs one connect → login → logout → close and returns the login latency.
+func session(d *net.Dialer, addr string, login loginFunc, a account, timeout time.Duration, linger0 bool, buf *[]byte) (time.Duration, error) {
 	t0 := time.Now()
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
@@ -217,12 +241,24 @@ func session(d *net.Dialer, addr string, a account, timeout time.Duration, linge
 	}()
 	tc.SetDeadline(t0.Add(timeout))
 	r := bufio.NewReaderSize(tc, 1024)
+	logout, err := login(r, tc, a, buf)
+	if err != nil {
+		return 0, err
+	}
+	lat := time.Since(t0)
+	if err := logout(); err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	return lat, nil
+}
+
+func loginIMAP(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() error, error) {
 	line, err := r.ReadSlice('\n')
 	if err != nil {
-		return 0, fmt.Errorf("greeting: %s", errText(err))
+		return nil, fmt.Errorf("greeting: %s", errText(err))
 	}
 	if !bytes.HasPrefix(line, []byte("* OK")) {
-		return 0, fmt.Errorf("greeting: %q", clip(line))
+		return nil, fmt.Errorf("greeting: %q", clip(line))
 	}
 	b := (*buf)[:0]
 	b = append(b, "a LOGIN "...)
@@ -231,20 +267,99 @@ func session(d *net.Dialer, addr string, a account, timeout time.Duration, linge
 	b = appendQuoted(b, a.pass)
 	b = append(b, "\r\n"...)
 	*buf = b
-	if _, err := tc.Write(b); err != nil {
-		return 0, fmt.Errorf("LOGIN write: %s", errText(err))
+	if _, err := w.Write(b); err != nil {
+		return nil, fmt.Errorf("LOGIN write: %s", errText(err))
 	}
 	if err := tagged(r, "a "); err != nil {
-		return 0, fmt.Errorf("LOGIN: %w", err)
+		return nil, fmt.Errorf("LOGIN: %w", err)
 	}
-	lat := time.Since(t0)
-	if _, err := tc.Write([]byte("b LOGOUT\r\n")); err != nil {
-		return 0, fmt.Errorf("LOGOUT write: %s", errText(err))
+	return func() error {
+		if _, err := io.WriteString(w, "b LOGOUT\r\n"); err != nil {
+			return fmt.Errorf("LOGOUT write: %s", errText(err))
+		}
+		if err := tagged(r, "b "); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("LOGOUT: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+func loginPOP3(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() error, error) {
+	if err := reply(r, "+OK", false); err != nil {
+		return nil, fmt.Errorf("greeting: %w", err)
 	}
-	if err := tagged(r, "b "); err != nil && !errors.Is(err, io.EOF) {
-		return 0, fmt.Errorf("LOGOUT: %w", err)
+	b := append(append(append((*buf)[:0], "USER "...), a.user...), "\r\n"...)
+	if _, err := w.Write(b); err != nil {
+		return nil, fmt.Errorf("USER write: %s", errText(err))
 	}
-	return lat, nil
+	if err := reply(r, "+OK", false); err != nil {
+		return nil, fmt.Errorf("USER: %w", err)
+	}
+	b = append(append(append(b[:0], "PASS "...), a.pass...), "\r\n"...)
+	*buf = b
+	if _, err := w.Write(b); err != nil {
+		return nil, fmt.Errorf("PASS write: %s", errText(err))
+	}
+	if err := reply(r, "+OK", false); err != nil {
+		return nil, fmt.Errorf("PASS: %w", err)
+	}
+	return func() error { return quit(r, w, "+OK", false) }, nil
+}
+
+func loginSubmission(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() error, error) {
+	if err := reply(r, "220", true); err != nil {
+		return nil, fmt.Errorf("greeting: %w", err)
+	}
+	if _, err := io.WriteString(w, "EHLO bench.invalid\r\n"); err != nil {
+		return nil, fmt.Errorf("EHLO write: %s", errText(err))
+	}
+	if err := reply(r, "250", true); err != nil {
+		return nil, fmt.Errorf("EHLO: %w", err)
+	}
+	cred := append(append(append([]byte{0}, a.user...), 0), a.pass...)
+	b := append((*buf)[:0], "AUTH PLAIN "...)
+	b = base64.StdEncoding.AppendEncode(b, cred)
+	b = append(b, "\r\n"...)
+	*buf = b
+	if _, err := w.Write(b); err != nil {
+		return nil, fmt.Errorf("AUTH write: %s", errText(err))
+	}
+	if err := reply(r, "235", true); err != nil {
+		return nil, fmt.Errorf("AUTH: %w", err)
+	}
+	return func() error { return quit(r, w, "221", true) }, nil
+}
+
+// quit sends QUIT and expects want (or EOF: a server may close first).
+func quit(r *bufio.Reader, w io.Writer, want string, smtp bool) error {
+	if _, err := io.WriteString(w, "QUIT\r\n"); err != nil {
+		return fmt.Errorf("QUIT write: %s", errText(err))
+	}
+	if err := reply(r, want, smtp); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("QUIT: %w", err)
+	}
+	return nil
+}
+
+// reply reads one reply (for SMTP its continuation lines, "250-", too) and fails unless
+// it starts with want.
+func reply(r *bufio.Reader, want string, smtp bool) error {
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.EOF
+			}
+			return errors.New(errText(err))
+		}
+		if smtp && len(line) > 3 && line[3] == '-' {
+			continue
+		}
+		if !bytes.HasPrefix(line, []byte(want)) {
+			return fmt.Errorf("%q", clip(line))
+		}
+		return nil
+	}
 }
 
 // tagged reads up to the line with tag and fails unless it says OK.
