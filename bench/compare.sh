@@ -59,8 +59,14 @@
 #   handshakes per proxy CPU-second are measured (bench/tlshs; HS=0 skips it). TLS offers
 #   X25519 only: the OpenSSL 3.0 behind Dovecot and nginx has no ML-KEM.
 #
-# STEPS picks the steps to run, by name: idle tls hs logins bulk stream stall other
+# STEPS picks the steps to run, by name: idle tls hs logins cmds bulk stream stall other
 # other_logins other_bulk lmtp (all by default), e.g. STEPS="lmtp" for LMTP alone.
+#
+# cmds: bench/cmdmix drives a mix of IMAP commands (NOOP, FETCH of flags and of a header,
+# UID SEARCH, STATUS, CHECK) over CMD_SESSIONS logged-in sessions at CMD_RATE commands/s
+# for CMD_SECS, straight at the Dovecot backend and through each proxy, CMD_ROUNDS rounds
+# in rotating order: each command's p50/p99 and the latency each proxy adds (proxied -
+# direct, medians over the rounds). The users' INBOXes are seeded with 20 small messages.
 #
 # Environment: MODE (short|full), STEPS, KS, TLS_KS ("" skips), HS, RUNS (idle rounds;
 # medians), TARGETS, OTHER_PROTOS ("pop3 submission"; "" skips), OTHER_N (500 short, 1000
@@ -70,7 +76,8 @@
 # OTHER_MAX_SECS (3 short, 5 full), OTHER_BULK_PROTOS ("pop3" short, "pop3 submission" full;
 # "" skips), SUBMIT_SIZE (5000000), SUBMIT_ROUNDS (5), LMTP_N (600 short, 3000 full), LMTP_C
 # (4 short, 8 full), LMTP_SIZE (10000), LMTP_RCPTS (1), LMTP_ROUNDS (2 short, 3 full; 0
-# skips), PER_PROC (4000), CONCURRENCY (16 per loader), PORT_BASE (24300: the run uses ports
+# skips), CMD_SESSIONS (20), CMD_RATE (1000), CMD_SECS (5 short, 15 full), CMD_ROUNDS (1
+# short, 2 full), PER_PROC (4000), CONCURRENCY (16 per loader), PORT_BASE (24300: the run uses ports
 # from there up to about PORT_BASE+200), OUT (report path), KEEP=1 keeps the work folder.
 set -euo pipefail
 
@@ -90,6 +97,8 @@ if [ "$MODE" = full ]; then
 	LMTP_N=${LMTP_N:-3000}
 	LMTP_C=${LMTP_C:-8}
 	LMTP_ROUNDS=${LMTP_ROUNDS:-3}
+	CMD_SECS=${CMD_SECS:-15}
+	CMD_ROUNDS=${CMD_ROUNDS:-2}
 else
 	KS=${KS:-"1000 2000"}
 	RUNS=${RUNS:-1}
@@ -104,7 +113,11 @@ else
 	LMTP_N=${LMTP_N:-600}
 	LMTP_C=${LMTP_C:-4}
 	LMTP_ROUNDS=${LMTP_ROUNDS:-2}
+	CMD_SECS=${CMD_SECS:-5}
+	CMD_ROUNDS=${CMD_ROUNDS:-1}
 fi
+CMD_SESSIONS=${CMD_SESSIONS:-20}
+CMD_RATE=${CMD_RATE:-1000}
 TARGETS=${TARGETS:-"direct doorman dovecot nginx"}
 LOGIN_RATE=${LOGIN_RATE:-1000}
 TLS_KS=${TLS_KS-$(echo $KS | cut -d' ' -f1)} # N for the idle TLS step ("" skips it)
@@ -127,7 +140,7 @@ SUBMIT_ROUNDS=${SUBMIT_ROUNDS:-5}
 LMTP_SIZE=${LMTP_SIZE:-10000}
 LMTP_RCPTS=${LMTP_RCPTS:-1}
 STEPS_SET=${STEPS:+1}
-STEPS=${STEPS:-"idle tls hs logins bulk stream stall other other_logins other_bulk lmtp"}
+STEPS=${STEPS:-"idle tls hs logins cmds bulk stream stall other other_logins other_bulk lmtp"}
 PORT_BASE=${PORT_BASE:-24300}
 WARMUP=20
 
@@ -135,7 +148,7 @@ WARMUP=20
 on() { case " $STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
 has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
 for step in $STEPS; do
-	case $step in idle | tls | hs | logins | bulk | stream | stall | other | other_logins | other_bulk | lmtp) ;;
+	case $step in idle | tls | hs | logins | cmds | bulk | stream | stall | other | other_logins | other_bulk | lmtp) ;;
 	*) echo "compare.sh: unknown step $step in STEPS" >&2; exit 2 ;;
 	esac
 done
@@ -410,6 +423,46 @@ if on logins; then
 	for target in $TARGETS; do login_one "$target"; done
 fi
 
+# ---- command mix ----------------------------------------------------------------------------
+
+# cmds_one ROUND TARGET: cmdmix through TARGET (a fresh proxy; direct: the backend itself).
+cmds_one() {
+	local round=$1 target=$2 addr out k=0 line p50 p99
+	if [ "$target" = direct ]; then
+		addr=127.0.0.1:$BACKEND_PORT
+	else
+		start_proxy "$target" "$BACKEND_PORT"
+		addr=127.0.0.1:$PORT
+	fi
+	out=$(timeout 300 "$WORK/bin/cmdmix" -addr "$addr" -users "$WORK/users.txt" -sessions "$CMD_SESSIONS" -rate "$CMD_RATE" \
+		-duration "${CMD_SECS}s" -source-ips 127.73.0.1-127.73.0.250 2>&1) || log "cmdmix $target failed: $(echo "$out" | tail -3)"
+	echo "$out" >"$WORK/cmds-$round-$target.out"
+	while IFS= read -r line; do
+		CMD_NAMES[$k]=$(sed -n 's/^CMD name="\([^"]*\)".*/\1/p' <<<"$line")
+		p50=$(sed -n 's/.* p50_ms=\([^ ]*\).*/\1/p' <<<"$line")
+		p99=$(sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' <<<"$line")
+		R[cmd_p50/$k/$target]+="$p50 "
+		R[cmd_p99/$k/$target]+="$p99 "
+		k=$((k + 1))
+	done < <(grep '^CMD ' <<<"$out")
+	log "commands round $round $target: $(grep '^RESULT' <<<"$out" || echo "no result")"
+	[ "$target" = direct ] || stop_proxy
+}
+declare -a CMD_NAMES
+if on cmds; then
+	echo >&2
+	log "command mix (Dovecot backend): $CMD_SESSIONS sessions, $CMD_RATE commands/s, ${CMD_SECS}s, $CMD_ROUNDS round(s); load average $(loadavg)"
+	"$WORK/bin/cmdmix" -addr "127.0.0.1:$BACKEND_PORT" -users "$WORK/users.txt" -sessions "$CMD_SESSIONS" -seed 20 \
+		-duration 1s >/dev/null 2>"$WORK/cmds-seed.err" || log "seeding the mailboxes failed: $(tail -3 "$WORK/cmds-seed.err")"
+	set -- $TARGETS
+	for round in $(seq 1 "$CMD_ROUNDS"); do
+		for ((i = 0; i < $#; i++)); do
+			j=$(((i + round - 1) % $# + 1))
+			cmds_one "$round" "${!j}"
+		done
+	done
+fi
+
 # ---- 3./4. bulk ----------------------------------------------------------------------------
 
 # bulk_one TARGET BACKEND_PORT KIND: fetchbench through a fresh proxy.
@@ -674,7 +727,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 	echo "# Doorman vs Dovecot proxy vs nginx mail proxy vs direct ($DATE, $MODE)"
 	echo
 	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r); $(go version | cut -d' ' -f3); dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1); $(nginx -v 2>&1 | sed 's/.*: //'); doorman $REV."
-	echo "Command: \`MODE=$MODE${STEPS_SET:+ STEPS=\"$STEPS\"} KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N OTHER_LOGIN_PROTOS=\"$OTHER_LOGIN_PROTOS\" OTHER_LOGIN_RATE=$OTHER_LOGIN_RATE OTHER_BULK_PROTOS=\"$OTHER_BULK_PROTOS\" SUBMIT_SIZE=$SUBMIT_SIZE LMTP_N=$LMTP_N LMTP_C=$LMTP_C LMTP_SIZE=$LMTP_SIZE LMTP_ROUNDS=$LMTP_ROUNDS bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
+	echo "Command: \`MODE=$MODE${STEPS_SET:+ STEPS=\"$STEPS\"} KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N OTHER_LOGIN_PROTOS=\"$OTHER_LOGIN_PROTOS\" OTHER_LOGIN_RATE=$OTHER_LOGIN_RATE OTHER_BULK_PROTOS=\"$OTHER_BULK_PROTOS\" SUBMIT_SIZE=$SUBMIT_SIZE LMTP_N=$LMTP_N LMTP_C=$LMTP_C LMTP_SIZE=$LMTP_SIZE LMTP_ROUNDS=$LMTP_ROUNDS CMD_SESSIONS=$CMD_SESSIONS CMD_RATE=$CMD_RATE CMD_SECS=$CMD_SECS CMD_ROUNDS=$CMD_ROUNDS bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
 	echo "The machine is shared with other work while this runs: absolute figures are noisy; the same-run ratios are the fair comparison."
 	echo
 	echo "## Ratios"
@@ -702,6 +755,13 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		row3 "of which user space (utime), µs per login at $LOGIN_RATE/s" "${R[ucpu_login/doorman]:-}" "${R[ucpu_login/dovecot]:-}" "${R[ucpu_login/nginx]:-}"
 		row3 "proxy CPU µs per login, unpaced ($MAX_WORKERS workers)" "${R[max_cpu_login/doorman]:-}" "${R[max_cpu_login/dovecot]:-}" "${R[max_cpu_login/nginx]:-}"
 		row3 "login rate, $MAX_WORKERS workers, /s (direct ${R[max_rate/direct]:--})" "${R[max_rate/doorman]:-}" "${R[max_rate/dovecot]:-}" "${R[max_rate/nginx]:-}"
+	fi
+	if on cmds && [ ${#CMD_NAMES[@]} -gt 0 ]; then
+		# added KEY: the median of TARGET's figure minus direct's, in µs.
+		added() { awk -v a="$(med "$1/$2")" -v b="$(med "$1/direct")" 'BEGIN {if (a == "" || b == "" || a == "-" || b == "-") print "-"; else {d = (a - b) * 1000; if (d >= 1000 || d <= -1000) printf "%+.1f ms", d / 1000; else printf "%+.0f µs", d}}'; }
+		for k in "${!CMD_NAMES[@]}"; do
+			echo "| \`${CMD_NAMES[$k]}\`: latency added over direct, p50 / p99 (direct $(med cmd_p50/$k/direct) / $(med cmd_p99/$k/direct) ms) | $(added cmd_p50/$k doorman) / $(added cmd_p99/$k doorman) | $(added cmd_p50/$k dovecot) / $(added cmd_p99/$k dovecot) | $(added cmd_p50/$k nginx) / $(added cmd_p99/$k nginx) | | |"
+		done
 	fi
 	if on bulk; then
 		for m in fetch append; do
@@ -873,7 +933,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		echo
 	fi
 	not=""
-	for step in idle tls hs logins bulk stream stall other other_logins other_bulk lmtp; do on "$step" || not+="$step, "; done
+	for step in idle tls hs logins cmds bulk stream stall other other_logins other_bulk lmtp; do on "$step" || not+="$step, "; done
 	[ -z "$not" ] || echo "Steps not in this run (STEPS): ${not%, }."
 	not=""
 	for proto in pop3 submission; do

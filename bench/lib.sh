@@ -83,7 +83,7 @@ bl_build() {
 		die "make build failed"
 	}
 	local t tools=("$@")
-	[ $# -gt 0 ] || tools=(imapload fetchbench loginrate lmtpload fakeimap authhttp tlshs)
+	[ $# -gt 0 ] || tools=(imapload fetchbench loginrate lmtpload cmdmix fakeimap authhttp tlshs)
 	for t in "${tools[@]}"; do
 		(cd "$ROOT" && go build -o "$WORK/bin/$t" "./bench/$t") || die "building bench/$t failed"
 	done

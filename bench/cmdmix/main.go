@@ -6,8 +6,8 @@
 //	       -source-ips 127.0.3.1-127.0.3.50
 //
 // Each of -sessions sessions reads the greeting, logs in (`LOGIN`, users from -users round
-// robin), SELECTs -mailbox, then loops over the commands of -mix in turn, one at a time,
-// waiting for each tagged reply (literals in replies are read whole). With -rate the
+// robin), SELECTs -mailbox (with -seed N, first APPENDs small messages until it holds N),
+// then loops over the commands of -mix in turn, one at a time, waiting for each tagged reply (literals in replies are read whole). With -rate the
 // commands of all sessions together are paced to that many per second (each session takes
 // a token before each command); without it every session goes as fast as replies come. A
 // command is timed from its write to the end of its tagged reply.
@@ -58,6 +58,7 @@ func run() int {
 	rate := flag.Float64("rate", 0, "commands per second over all sessions, evenly paced (0: as fast as replies come)")
 	sourceIPs := flag.String("source-ips", "", "client source addresses, round robin: a range 127.0.3.1-127.0.3.50 and/or a comma list")
 	timeout := flag.Duration("timeout", 10*time.Second, "limit for each step")
+	seed := flag.Int("seed", 0, "before SELECT, APPEND small messages until -mailbox holds this many (run it straight at the backend once)")
 	flag.Parse()
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(os.Stderr, "cmdmix: "+format+"\n", a...)
@@ -101,7 +102,7 @@ func run() int {
 				d.LocalAddr = &net.TCPAddr{IP: srcs[i%len(srcs)].AsSlice()}
 				d.Control = noPort
 			}
-			c, err := open(&d, *addr, accts[i%len(accts)], *mailbox, *timeout)
+			c, err := open(&d, *addr, accts[i%len(accts)], *mailbox, *seed, *timeout)
 			if err != nil {
 				setupErr.Store(err)
 				return
@@ -257,7 +258,7 @@ type client struct {
 	line []byte
 }
 
-func open(d *net.Dialer, addr string, a account, mailbox string, timeout time.Duration) (*client, error) {
+func open(d *net.Dialer, addr string, a account, mailbox string, seed int, timeout time.Duration) (*client, error) {
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -272,6 +273,12 @@ func open(d *net.Dialer, addr string, a account, mailbox string, timeout time.Du
 		conn.Close()
 		return nil, fmt.Errorf("LOGIN %s: %w", a.user, err)
 	}
+	if seed > 0 && mailbox != "" {
+		if err := c.seed(mailbox, seed, timeout); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("seeding %s: %w", mailbox, err)
+		}
+	}
 	if mailbox != "" {
 		if err := c.command("SELECT "+quote(mailbox), timeout); err != nil {
 			conn.Close()
@@ -282,6 +289,43 @@ func open(d *net.Dialer, addr string, a account, mailbox string, timeout time.Du
 }
 
 func quote(s string) string { return strconv.Quote(s) }
+
+// seed APPENDs small messages until mailbox holds n.
+func (c *client) seed(mailbox string, n int, timeout time.Duration) error {
+	have := 0
+	c.tag++
+	tag := "t" + strconv.Itoa(c.tag)
+	c.conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.conn.Write([]byte(tag + " STATUS " + quote(mailbox) + " (MESSAGES)\r\n")); err != nil {
+		return err
+	}
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			return err
+		}
+		s := string(line)
+		if i := strings.Index(s, "(MESSAGES "); strings.HasPrefix(s, "* STATUS") && i >= 0 {
+			have, _ = strconv.Atoi(strings.TrimRight(s[i+len("(MESSAGES "):], ")\r\n"))
+			continue
+		}
+		if strings.HasPrefix(s, tag+" ") {
+			if !strings.HasPrefix(s, tag+" OK") {
+				return fmt.Errorf("STATUS: %s", strings.TrimSpace(s))
+			}
+			break
+		}
+	}
+	for k := have; k < n; k++ {
+		msg := "From: cmdmix@example.org\r\nTo: user@example.org\r\nSubject: cmdmix message " + strconv.Itoa(k+1) +
+			"\r\nMessage-ID: <cmdmix-" + strconv.Itoa(k+1) + "@example.org>\r\n\r\n" + strings.Repeat("A line of the body.\r\n", 40)
+		// A non-synchronizing literal (LITERAL+, which Dovecot has): no continuation wait.
+		if err := c.command("APPEND "+quote(mailbox)+" {"+strconv.Itoa(len(msg))+"+}\r\n"+msg, timeout); err != nil {
+			return fmt.Errorf("APPEND: %w", err)
+		}
+	}
+	return nil
+}
 
 // command sends one command and reads up to its tagged reply; a NO or BAD is an error.
 func (c *client) command(cmd string, timeout time.Duration) error {
