@@ -156,6 +156,10 @@ type Config struct {
 	// all reconnect elsewhere at once (default 30s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	ShutdownSpread  Duration `yaml:"shutdown_spread"`
+	// memory_trim_interval: once a burst of logins is over, a garbage collection returns
+	// the free memory to the kernel, at most once per this interval (Doorman; default
+	// 10s; 0 = off). See memtrim.go.
+	MemoryTrimInterval *Duration `yaml:"memory_trim_interval"`
 
 	Relay RelayConfig `yaml:"relay"`
 	Log   LogConfig   `yaml:"log"`
@@ -457,6 +461,10 @@ func (c *Config) Defaults() {
 	if c.ShutdownSpread == 0 {
 		c.ShutdownSpread = Duration(30 * time.Second)
 	}
+	if c.MemoryTrimInterval == nil {
+		d := Duration(10 * time.Second)
+		c.MemoryTrimInterval = &d
+	}
 	c.defaultsFleet()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -602,6 +610,7 @@ func (c *Config) Validate() error {
 		{"auth_cache_ttl", c.AuthCacheTTL},
 		{"auth_cache_negative_ttl", c.AuthCacheNegativeTTL},
 		{"vsite_reload_interval", c.VsiteReloadInterval},
+		{"memory_trim_interval", *c.MemoryTrimInterval},
 	} {
 		if d.v < 0 {
 			add(d.key, "must not be negative")

@@ -39,6 +39,9 @@ func (srv *Server) appendMetrics(b []byte) []byte {
 	m.one("doorman_backend_host_down_total", "counter", "Logins failed at once because their backend is down (proxy_host_immediate_failure_after).", c.HostDown.Load())
 	c.BackendLogin.write(&m, "doorman_backend_login_seconds", "Backend connect and login of successful attempts, in seconds.")
 	m.one("doorman_admin_kicks_total", "counter", "Relayed sessions kicked through the admin API.", c.Kicked.Load())
+	if srv.memTrim != nil {
+		m.one("doorman_memory_trims_total", "counter", "Garbage collections run after a burst of logins to return free memory to the kernel (memory_trim_interval).", srv.memTrim.trims.Load())
+	}
 	m.one("doorman_shutdown_kicks_total", "counter", "Relayed sessions disconnected by a shutdown after shutdown_timeout.", c.ShutdownKicked.Load())
 	m.family("doorman_relay_bytes_total", "counter", "Bytes relayed by ended sessions, by direction.")
 	m.sample("doorman_relay_bytes_total", `direction="to_backend"`, c.RelayToBackend.Load())

@@ -67,6 +67,7 @@ type Server struct {
 	lmtp []*lmtpServer
 
 	tickStop chan struct{}
+	memTrim  *memTrimmer // memory_trim_interval (memtrim.go); nil when off
 	nextID   atomic.Uint32
 
 	stats Counters
@@ -388,6 +389,7 @@ func (s *Server) Start() (err error) {
 		close(s.booted)
 		s.stopped <- nil
 		go s.ticker()
+		s.memTrim = startMemTrim(time.Duration(*s.cfg.MemoryTrimInterval), s.log)
 		return nil
 	}
 	h := &handler{srv: s}
@@ -408,6 +410,7 @@ func (s *Server) Start() (err error) {
 		return err
 	}
 	go s.ticker()
+	s.memTrim = startMemTrim(time.Duration(*s.cfg.MemoryTrimInterval), s.log)
 	s.fleet.start()
 	s.watchdog.start()
 	for _, l := range s.cfg.Listeners {
@@ -425,6 +428,7 @@ func (s *Server) Stop(ctx context.Context) error {
 
 func (s *Server) stop(ctx context.Context) error {
 	close(s.tickStop)
+	s.memTrim.stop()
 	err := s.stopAdmin(ctx) // first: no kick may race the relay's Close
 	s.watchdog.stop(ctx)
 	s.fleet.stop(ctx)
