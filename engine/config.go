@@ -337,6 +337,11 @@ func routeErrors(path, prefix string, err error, keys ...string) []error {
 type RelayConfig struct {
 	Workers  int `yaml:"workers"`   // 0 = number of CPUs
 	PipeSize int `yaml:"pipe_size"` // bytes; 0 = 256 KiB
+	// The kernel memory a client that stops reading can pin (relay.Config has the why):
+	// TCP_NOTSENT_LOWAT on the client socket and SO_RCVBUF on the backend socket. Bytes;
+	// 0 = 128 KiB; -1 = not set (the kernel's own, which lets both grow to several MB).
+	NotSentLowat  int `yaml:"notsent_lowat"`
+	BackendRcvBuf int `yaml:"backend_rcvbuf"`
 }
 
 // AdminConfig is the local HTTP admin API: /metrics, /sessions, /kick. Off when Address
@@ -651,6 +656,12 @@ func (c *Config) Validate() error {
 	c.validateTLS(add)
 	if c.Relay.PipeSize < 0 || c.Relay.Workers < 0 {
 		add("relay", "workers and pipe_size must not be negative")
+	}
+	if c.Relay.NotSentLowat < -1 {
+		add("relay.notsent_lowat", "must be -1 (not set), 0 (default) or a size in bytes")
+	}
+	if c.Relay.BackendRcvBuf < -1 {
+		add("relay.backend_rcvbuf", "must be -1 (not set), 0 (default) or a size in bytes")
 	}
 	c.validateAdmin(add)
 	c.validateFleet(add)

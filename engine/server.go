@@ -220,8 +220,10 @@ func New(cfg *Config, log *zap.Logger) (*Server, error) {
 	}
 	s.hasher = route.NewHasher(workers)
 	s.relay, err = relay.New(relay.Config{
-		Workers:  cfg.Relay.Workers,
-		PipeSize: cfg.Relay.PipeSize,
+		Workers:       cfg.Relay.Workers,
+		PipeSize:      cfg.Relay.PipeSize,
+		NotSentLowat:  cfg.Relay.NotSentLowat,
+		BackendRcvBuf: cfg.Relay.BackendRcvBuf,
 		OnPanic: func(v any, stack []byte) {
 			log.Error("panic in relay worker; that session was closed", zap.Any("panic", v), zap.ByteString("stack", stack))
 		},

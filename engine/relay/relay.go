@@ -11,13 +11,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"doorman/engine/tlsio"
 )
 
 // Defaults, set here and nowhere else.
 const (
-	DefaultPipeSize     = 256 << 10
-	DefaultMaxIdlePipes = 64
+	DefaultPipeSize      = 256 << 10
+	DefaultMaxIdlePipes  = 64
+	DefaultNotSentLowat  = 128 << 10
+	DefaultBackendRcvBuf = 128 << 10
 )
 
 // Errors carried in Stats.Err or returned by Add.
@@ -43,6 +47,24 @@ type Config struct {
 	// MaxIdlePipes caps the empty pipes each worker keeps for reuse; 0 means
 	// 64 per worker. Pipes returned beyond the cap are closed.
 	MaxIdlePipes int
+	// NotSentLowat is TCP_NOTSENT_LOWAT, set on the client socket when a
+	// session is added: the most its send queue holds beyond what is in flight
+	// to the client. Without it the kernel lets that queue grow to tcp_wmem's
+	// maximum (4 MiB by default) whenever the client stops reading, and a
+	// client that sends one FETCH and reads nothing pins it all. 0 means
+	// 128 KiB; -1 leaves the system's setting (net.ipv4.tcp_notsent_lowat,
+	// unlimited by default).
+	NotSentLowat int
+	// BackendRcvBuf is SO_RCVBUF, set on the backend socket when a session is
+	// added. While the client does not read, the relay stops reading the
+	// backend, and what the backend keeps sending waits in this buffer, which
+	// the kernel otherwise autotunes up to tcp_rmem's maximum (several MiB
+	// after a fast download). Setting it turns that autotuning off for the
+	// socket; the kernel doubles the value (for its bookkeeping) and caps it
+	// at net.core.rmem_max. It also bounds one session's download rate to
+	// about the buffer per backend round trip. 0 means 128 KiB; -1 leaves
+	// the kernel's autotuning.
+	BackendRcvBuf int
 	// OnPanic, if set, is called (from the worker) with the value of a panic
 	// recovered while serving a session or running its Done. The session is
 	// closed and the worker keeps running. It must not panic itself.
@@ -91,7 +113,8 @@ type OpError struct {
 	// "read" (into a pipe or buffer; on a TLS side, a socket error under the record layer),
 	// "write" (prefix, out of a pipe or buffer, a TLS side's queued records), "tls" (what
 	// crypto/tls refused: a bad record, an alert, EOF inside a record), "shutdown",
-	// "socket" (SO_ERROR), "pipe", "epoll_ctl", "epoll_wait", "splice"
+	// "socket" (SO_ERROR), "pipe", "epoll_ctl", "epoll_wait", "splice"; from Add,
+	// "setsockopt" (Config.NotSentLowat or BackendRcvBuf refused)
 	Op  string
 	Err error // the errno, or crypto/tls's error for "tls"
 }
@@ -155,12 +178,17 @@ type Relay struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	notSentLowat, backendRcvBuf int // -1: not set
 }
 
 // New starts the workers.
 func New(cfg Config) (*Relay, error) {
 	if cfg.Workers < 0 || cfg.PipeSize < 0 || cfg.MaxIdlePipes < 0 {
 		return nil, errors.New("relay: negative Workers, PipeSize or MaxIdlePipes")
+	}
+	if cfg.NotSentLowat < -1 || cfg.BackendRcvBuf < -1 {
+		return nil, errors.New("relay: NotSentLowat or BackendRcvBuf below -1")
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = runtime.NumCPU()
@@ -171,7 +199,17 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.MaxIdlePipes == 0 {
 		cfg.MaxIdlePipes = DefaultMaxIdlePipes
 	}
-	r := &Relay{workers: make([]*worker, 0, cfg.Workers)}
+	if cfg.NotSentLowat == 0 {
+		cfg.NotSentLowat = DefaultNotSentLowat
+	}
+	if cfg.BackendRcvBuf == 0 {
+		cfg.BackendRcvBuf = DefaultBackendRcvBuf
+	}
+	r := &Relay{
+		workers:       make([]*worker, 0, cfg.Workers),
+		notSentLowat:  cfg.NotSentLowat,
+		backendRcvBuf: cfg.BackendRcvBuf,
+	}
 	for i := 0; i < cfg.Workers; i++ {
 		w, err := newWorker(r, &cfg)
 		if err != nil {
@@ -207,6 +245,9 @@ func (r *Relay) Add(s *Session) (*Handle, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
+	if err := r.bound(s); err != nil {
+		return nil, err
+	}
 	w := r.workers[(r.next.Add(1)-1)%uint32(len(r.workers))]
 	ss := &sess{
 		fd:   [2]int{s.ClientFD, s.BackendFD},
@@ -227,6 +268,22 @@ func (r *Relay) Add(s *Session) (*Handle, error) {
 		return nil, ErrClosed
 	}
 	return &ss.h, nil
+}
+
+// bound sets the socket options that bound the kernel memory a stalled
+// session holds (Config.NotSentLowat and BackendRcvBuf).
+func (r *Relay) bound(s *Session) error {
+	if r.notSentLowat >= 0 {
+		if err := unix.SetsockoptInt(s.ClientFD, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, r.notSentLowat); err != nil {
+			return &OpError{SideClient, "setsockopt", err}
+		}
+	}
+	if r.backendRcvBuf >= 0 {
+		if err := unix.SetsockoptInt(s.BackendFD, unix.SOL_SOCKET, unix.SO_RCVBUF, r.backendRcvBuf); err != nil {
+			return &OpError{SideBackend, "setsockopt", err}
+		}
+	}
+	return nil
 }
 
 // Close ends every session (each Done gets SideProxy and ErrClosed), stops

@@ -226,8 +226,14 @@ func (w *worker) run() {
 	)
 	serve := func(uintptr) bool {
 		if accountCPU {
-			t0 := threadCPU()
-			defer func() { w.cpu.Add(int64(threadCPU() - t0)) }()
+			// Counted only when the goroutine stayed on one thread: a thread's CPU clock
+			// says nothing across a move to another.
+			t0, tid := threadCPU(), unix.Gettid()
+			defer func() {
+				if unix.Gettid() == tid {
+					w.cpu.Add(int64(threadCPU() - t0))
+				}
+			}()
 		}
 		for {
 			n, err := unix.EpollWait(w.epfd, events, 0)
