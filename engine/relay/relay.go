@@ -255,8 +255,12 @@ func (r *Relay) Add(s *Session) (*Handle, error) {
 		hold: s.HoldClient,
 		slot: -1,
 	}
-	ss.dir[dirToBackend].prefix = s.ToBackend
-	ss.dir[dirToClient].prefix = s.ToClient
+	if len(s.ToBackend) > 0 || len(s.ToClient) > 0 {
+		ss.pre = new([2][]byte)
+		ss.pre[dirToBackend], ss.pre[dirToClient] = s.ToBackend, s.ToClient
+		ss.setPrefix(dirToBackend, ss.pre[dirToBackend]) // an empty one as nil
+		ss.setPrefix(dirToClient, ss.pre[dirToClient])
+	}
 	for i := range ss.dir {
 		ss.dir[i].pipe = noPipe
 	}

@@ -64,19 +64,18 @@ func (w *worker) pumpTLSDir(s *sess, d int) (more bool) {
 		}
 
 		// 2. The prefix, on a TLS side one buffer's worth of records at a time.
-		for len(dr.prefix) > 0 {
-			p := dr.prefix
+		for pre := s.prefix(d); len(pre) > 0; pre = s.prefix(d) {
+			p := pre
 			if out != nil {
 				p = p[:min(len(p), tlsBufSize)]
 			}
 			n, ok := w.put(s, d, p)
-			dr.prefix = dr.prefix[n:]
+			s.setPrefix(d, pre[n:])
 			w.ctr.prefixBytes.Add(-int64(n))
 			if !ok {
 				return false
 			}
 		}
-		dr.prefix = nil // let the caller's buffer go
 
 		// 3. Drain the buffer, 4. and give it back at once.
 		for td.off < td.end {
