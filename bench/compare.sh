@@ -124,12 +124,14 @@ TLS_KS=${TLS_KS-$(echo $KS | cut -d' ' -f1)} # N for the idle TLS step ("" skips
 HS=${HS:-1}                                   # 1: the TLS handshake step
 MAX_WORKERS=${MAX_WORKERS:-32}
 FETCH_SIZE=${FETCH_SIZE:-20000000}
-# 100, not the 1,000 of the issue: each stalled session pins 8-10 MB of kernel socket
-# buffers with every proxy (the proxy's send buffer to the client autotunes up to tcp_wmem's
-# 4 MB, its receive buffer from the backend grows too; seen with ss -tm), so 1,000 of them
-# would pass tcp_mem's limit (2.2 GB on a 23 GiB machine) and put the whole machine's TCP
-# under memory pressure. STALL_N=1000 on a machine of your own with tcp_mem to spare.
+# Stalled readers: 100 through Dovecot and nginx, whose sockets let each stalled session pin
+# 6-8 MB of kernel buffers (their send buffer to the client autotunes up to tcp_wmem's 4 MB,
+# their receive buffer from the backend grows too; seen with ss -tm), so 1,000 of them would
+# pass tcp_mem's limit (2.2 GB on a 23 GiB machine) and put the whole machine's TCP under
+# memory pressure. Doorman bounds its sockets (relay.notsent_lowat, relay.backend_rcvbuf):
+# the issue's 1,000 in MODE=full (STALL_N_DOORMAN).
 STALL_N=${STALL_N:-100}
+if [ "$MODE" = full ]; then STALL_N_DOORMAN=${STALL_N_DOORMAN:-1000}; else STALL_N_DOORMAN=${STALL_N_DOORMAN:-$STALL_N}; fi
 STALL_SECS=${STALL_SECS:-10}
 OTHER_PROTOS=${OTHER_PROTOS-"pop3 submission"} # idle POP3 and Submission sessions ("" skips)
 # Dovecot's POP3 and Submission logins start a process per session at the backend: a few
@@ -503,8 +505,10 @@ if on stream; then for target in $PROXIES; do bulk_one "$target" "$FAKE_PORT" fa
 # ---- 5. stalled readers --------------------------------------------------------------------
 
 stall_one() {
-	local target=$1 tag="stall-$1"
-	start_proxy "$target" "$FAKE_PORT"
+	local target=$1 tag="stall-$1" STALL_N=$STALL_N
+	[ "$target" = doorman ] && STALL_N=$STALL_N_DOORMAN
+	R[stall_n/$target]=$STALL_N
+	start_proxy "$target" "$STALL_FAKE_PORT"
 	bl_start_loaders "127.0.0.1:$PORT" "$WARMUP" 50 "$tag-warm" -idle
 	bl_wait_loaders 60
 	bl_settle $(mem_pids)
@@ -536,8 +540,16 @@ stall_one() {
 }
 if on stall; then
 	echo >&2
-	log "stalled readers: $STALL_N sessions each FETCH $FETCH_SIZE bytes and stop reading; load average $(loadavg)"
+	log "stalled readers: $STALL_N sessions ($STALL_N_DOORMAN through Doorman) each FETCH $FETCH_SIZE bytes and stop reading; load average $(loadavg)"
+	# A fake backend of its own whose sockets queue at most 128 KiB unsent (TCP_NOTSENT_LOWAT):
+	# otherwise each stalled session also pins up to 4 MB in the backend's send queue, on
+	# this machine, which a real backend would hold on its own host.
+	STALL_FAKE_PORT=$((PORT_BASE + 5))
+	bl_start_fake "$STALL_FAKE_PORT" "$FETCH_SIZE" -notsent-lowat 131072
+	STALL_FAKE_PID=$FAKE_PID
 	for target in $PROXIES; do stall_one "$target"; done
+	bl_stop_pid "$STALL_FAKE_PID"
+	bl_forget "$STALL_FAKE_PID"
 fi
 
 # ---- 6. POP3 and Submission: idle sessions ------------------------------------------------
@@ -727,7 +739,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 	echo "# Doorman vs Dovecot proxy vs nginx mail proxy vs direct ($DATE, $MODE)"
 	echo
 	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r); $(go version | cut -d' ' -f3); dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1); $(nginx -v 2>&1 | sed 's/.*: //'); doorman $REV."
-	echo "Command: \`MODE=$MODE${STEPS_SET:+ STEPS=\"$STEPS\"} KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N OTHER_LOGIN_PROTOS=\"$OTHER_LOGIN_PROTOS\" OTHER_LOGIN_RATE=$OTHER_LOGIN_RATE OTHER_BULK_PROTOS=\"$OTHER_BULK_PROTOS\" SUBMIT_SIZE=$SUBMIT_SIZE LMTP_N=$LMTP_N LMTP_C=$LMTP_C LMTP_SIZE=$LMTP_SIZE LMTP_ROUNDS=$LMTP_ROUNDS CMD_SESSIONS=$CMD_SESSIONS CMD_RATE=$CMD_RATE CMD_SECS=$CMD_SECS CMD_ROUNDS=$CMD_ROUNDS bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
+	echo "Command: \`MODE=$MODE${STEPS_SET:+ STEPS=\"$STEPS\"} KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N OTHER_LOGIN_PROTOS=\"$OTHER_LOGIN_PROTOS\" OTHER_LOGIN_RATE=$OTHER_LOGIN_RATE OTHER_BULK_PROTOS=\"$OTHER_BULK_PROTOS\" SUBMIT_SIZE=$SUBMIT_SIZE LMTP_N=$LMTP_N LMTP_C=$LMTP_C LMTP_SIZE=$LMTP_SIZE LMTP_ROUNDS=$LMTP_ROUNDS STALL_N_DOORMAN=$STALL_N_DOORMAN CMD_SESSIONS=$CMD_SESSIONS CMD_RATE=$CMD_RATE CMD_SECS=$CMD_SECS CMD_ROUNDS=$CMD_ROUNDS bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
 	echo "The machine is shared with other work while this runs: absolute figures are noisy; the same-run ratios are the fair comparison."
 	echo
 	echo "## Ratios"
@@ -774,7 +786,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		row3 "raw relay stream: proxy CPU s/GB" "${R[fake-fetch_cpu/doorman]:-}" "${R[fake-fetch_cpu/dovecot]:-}" "${R[fake-fetch_cpu/nginx]:-}"
 	fi
 	if on stall; then
-		echo "| $STALL_N stalled readers: RSS/session during | $(kb "${R[stall_during/doorman]:-}") (after GC $(kb "${R[stall_during_gc/doorman]:-}")) | $(kb "${R[stall_during/dovecot]:-}") | $(kb "${R[stall_during/nginx]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/dovecot]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/nginx]:-}") |"
+		echo "| stalled readers ($STALL_N_DOORMAN through Doorman, $STALL_N through the others): RSS/session during | $(kb "${R[stall_during/doorman]:-}") (after GC $(kb "${R[stall_during_gc/doorman]:-}")) | $(kb "${R[stall_during/dovecot]:-}") | $(kb "${R[stall_during/nginx]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/dovecot]:-}") | $(ratio "${R[stall_during/doorman]:-}" "${R[stall_during/nginx]:-}") |"
 		echo "| stalled readers: RSS/session left after they close | $(kb "${R[stall_after/doorman]:-}") | $(kb "${R[stall_after/dovecot]:-}") | $(kb "${R[stall_after/nginx]:-}") | | |"
 	fi
 	for proto in $OTHER_PROTOS; do
@@ -872,7 +884,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		echo
 	fi
 	if on stall; then
-		echo "### Stalled readers ($STALL_N sessions, FETCH of $FETCH_SIZE bytes from the fake backend, never read; RSS kB before / during ($STALL_SECS s in) / after)"
+		echo "### Stalled readers ($STALL_N_DOORMAN sessions through Doorman, $STALL_N through the others; FETCH of $FETCH_SIZE bytes from the fake backend, never read; RSS kB before / during ($STALL_SECS s in) / after)"
 		echo
 		echo "| target | stalled | RSS kB before / during / after | B/session during | B/session after | kernel TCP memory KB/session during |"
 		echo "|---|---|---|---|---|---|"

@@ -131,10 +131,10 @@ bl_passwd_file() {
 
 # ---- backends ------------------------------------------------------------------------
 
-# bl_start_fake PORT SIZE: the fake backend (every login accepted; one message of SIZE
-# bytes in memory). Sets FAKE_PID.
+# bl_start_fake PORT SIZE [FLAGS...]: the fake backend (every login accepted; one message of
+# SIZE bytes in memory; more fakeimap flags after). Sets FAKE_PID.
 bl_start_fake() {
-	"$WORK/bin/fakeimap" -addr "127.0.0.1:$1" -size "$2" >"$WORK/fake-$1.out" 2>&1 &
+	"$WORK/bin/fakeimap" -addr "127.0.0.1:$1" -size "$2" "${@:3}" >"$WORK/fake-$1.out" 2>&1 &
 	FAKE_PID=$!
 	BL_PIDS+=("$FAKE_PID")
 	bl_wait_greets "$1" "$FAKE_PID" "fakeimap"

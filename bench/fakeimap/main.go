@@ -37,10 +37,14 @@ var conns, logins, commands atomic.Int64
 // body is the one message (-size), shared by every session.
 var body []byte
 
+// tcpNotSentLowat is Linux's TCP_NOTSENT_LOWAT (include/uapi/linux/tcp.h).
+const tcpNotSentLowat = 25
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:21300", "address to listen on")
 	sndbuf := flag.Int("sndbuf", 0, "SO_SNDBUF of each accepted connection (0: the kernel's autotuning); a small one keeps stalled readers from filling the machine's TCP memory")
 	size := flag.Int("size", 0, "bytes of the one message every mailbox holds (0: mailboxes are empty)")
+	lowat := flag.Int("notsent-lowat", 0, "TCP_NOTSENT_LOWAT of each accepted connection (0: the system's); bounds what a stalled session queues in this backend's own socket, so that many stalled readers measure the proxy, not the backend")
 	flag.Parse()
 	if *size > 0 {
 		body = make([]byte, *size)
@@ -78,6 +82,13 @@ func main() {
 		conns.Add(1)
 		if tc, ok := c.(*net.TCPConn); ok && *sndbuf > 0 {
 			tc.SetWriteBuffer(*sndbuf)
+		}
+		if tc, ok := c.(*net.TCPConn); ok && *lowat > 0 {
+			if rc, err := tc.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) {
+					syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpNotSentLowat, *lowat)
+				})
+			}
 		}
 		go serve(c)
 	}
