@@ -133,6 +133,13 @@ FETCH_SIZE=${FETCH_SIZE:-20000000}
 STALL_N=${STALL_N:-100}
 if [ "$MODE" = full ]; then STALL_N_DOORMAN=${STALL_N_DOORMAN:-1000}; else STALL_N_DOORMAN=${STALL_N_DOORMAN:-$STALL_N}; fi
 STALL_SECS=${STALL_SECS:-10}
+# Idle memory is read IDLE_WAIT seconds after the sessions are set up, for every proxy
+# alike: the state an idle host stays in. Doorman returns a burst's garbage to the kernel
+# once allocation has been quiet for 2 s, at most once per memory_trim_interval (10 s), so
+# a reading taken sooner may land before that. The baseline is read after a GC (SIGUSR1 for
+# Doorman; nothing for the others), so that what the first trim returns of the process's
+# start-up garbage does not count against the sessions.
+IDLE_WAIT=${IDLE_WAIT:-12}
 OTHER_PROTOS=${OTHER_PROTOS-"pop3 submission"} # idle POP3 and Submission sessions ("" skips)
 # Dovecot's POP3 and Submission logins start a process per session at the backend: a few
 # hundred a second is its ceiling here, so the paced rate stays well below it.
@@ -294,14 +301,14 @@ idle_one() {
 	bl_wait_loaders 60
 	bl_settle $(mem_pids)
 	local b0 b1 a0 a1 bg0 ag0
-	read -r b0 b1 < <(bl_mem $(mem_pids))
 	gc
-	read -r bg0 _ < <(bl_mem $(mem_pids))
+	read -r b0 b1 < <(bl_mem $(mem_pids))
+	bg0=$b0
 	bl_start_loaders "$addr" "$k" 40 "$tag" "${args[@]}"
 	bl_wait_loaders $((k / 20 + 60))
 	local est=$ESTABLISHED fail=$FAILED
 	bl_settle $(mem_pids)
-	sleep 2
+	sleep "$IDLE_WAIT"
 	read -r a0 a1 < <(bl_mem $(mem_pids))
 	gc
 	read -r ag0 _ < <(bl_mem $(mem_pids))
@@ -565,14 +572,14 @@ other_one() {
 	bl_wait_loaders 60
 	bl_settle $(mem_pids)
 	local b0 b1 a0 a1 bg ag
-	read -r b0 b1 < <(bl_mem $(mem_pids))
 	gc
-	read -r bg _ < <(bl_mem $(mem_pids))
+	read -r b0 b1 < <(bl_mem $(mem_pids))
+	bg=$b0
 	bl_start_loaders "127.0.0.1:$PORT" "$OTHER_N" 61 "$tag" -proto "$proto"
 	bl_wait_loaders $((OTHER_N / 10 + 60))
 	local est=$ESTABLISHED lat outs=("${LOADER_OUTS[@]:$NEW_FROM}")
 	bl_settle $(mem_pids)
-	sleep 2
+	sleep "$IDLE_WAIT"
 	read -r a0 a1 < <(bl_mem $(mem_pids))
 	gc
 	read -r ag _ < <(bl_mem $(mem_pids))
@@ -739,7 +746,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 	echo "# Doorman vs Dovecot proxy vs nginx mail proxy vs direct ($DATE, $MODE)"
 	echo
 	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r); $(go version | cut -d' ' -f3); dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1); $(nginx -v 2>&1 | sed 's/.*: //'); doorman $REV."
-	echo "Command: \`MODE=$MODE${STEPS_SET:+ STEPS=\"$STEPS\"} KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N OTHER_LOGIN_PROTOS=\"$OTHER_LOGIN_PROTOS\" OTHER_LOGIN_RATE=$OTHER_LOGIN_RATE OTHER_BULK_PROTOS=\"$OTHER_BULK_PROTOS\" SUBMIT_SIZE=$SUBMIT_SIZE LMTP_N=$LMTP_N LMTP_C=$LMTP_C LMTP_SIZE=$LMTP_SIZE LMTP_ROUNDS=$LMTP_ROUNDS STALL_N_DOORMAN=$STALL_N_DOORMAN CMD_SESSIONS=$CMD_SESSIONS CMD_RATE=$CMD_RATE CMD_SECS=$CMD_SECS CMD_ROUNDS=$CMD_ROUNDS bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
+	echo "Command: \`MODE=$MODE${STEPS_SET:+ STEPS=\"$STEPS\"} KS=\"$KS\" RUNS=$RUNS LOGIN_RATE=$LOGIN_RATE FETCH_SIZE=$FETCH_SIZE FETCH_ROUNDS=$FETCH_ROUNDS STALL_N=$STALL_N OTHER_LOGIN_PROTOS=\"$OTHER_LOGIN_PROTOS\" OTHER_LOGIN_RATE=$OTHER_LOGIN_RATE OTHER_BULK_PROTOS=\"$OTHER_BULK_PROTOS\" SUBMIT_SIZE=$SUBMIT_SIZE LMTP_N=$LMTP_N LMTP_C=$LMTP_C LMTP_SIZE=$LMTP_SIZE LMTP_ROUNDS=$LMTP_ROUNDS STALL_N_DOORMAN=$STALL_N_DOORMAN IDLE_WAIT=$IDLE_WAIT CMD_SESSIONS=$CMD_SESSIONS CMD_RATE=$CMD_RATE CMD_SECS=$CMD_SECS CMD_ROUNDS=$CMD_ROUNDS bench/compare.sh\` ($(elapsed) s; load average at the end $(loadavg))."
 	echo "The machine is shared with other work while this runs: absolute figures are noisy; the same-run ratios are the fair comparison."
 	echo
 	echo "## Ratios"
@@ -819,7 +826,7 @@ OUT=${OUT:-$ROOT/bench/results/$DATE-compare${MODE:+-$MODE}.md}
 		echo "| LMTP: proxy CPU µs per delivery | $(med lmtp_cpu/doorman) | $(med lmtp_cpu/dovecot) | no LMTP | $(ratio "$(med lmtp_cpu/doorman)" "$(med lmtp_cpu/dovecot)") | |"
 	fi
 	echo
-	echo "RSS/PSS per session: (after - before) / N of the processes that hold sessions, summed (Doorman: its process; Dovecot: the *-login processes; nginx: the workers), userspace only; the kernel's socket memory (about 3.9 KB per idle TCP socket, two per proxied session) comes on top for every proxy alike. \"After GC\": Doorman after SIGUSR1 (runtime.GC + FreeOSMemory). CPU per login or delivery: utime+stime of all the proxy's processes (Dovecot: the whole proxy instance: master, the login or lmtp processes, auth, anvil, log, config, stats; nginx: master and workers, the auth_http responder given apart) over the run, ÷ logins or deliveries."
+	echo "RSS/PSS per session: (after - before) / N of the processes that hold sessions, summed (Doorman: its process; Dovecot: the *-login processes; nginx: the workers), userspace only; \"before\" after the warm-up sessions and a GC (Doorman: SIGUSR1; the others: none), \"after\" $IDLE_WAIT s after the sessions are set up (Doorman returns a burst's garbage by itself once it is quiet: memory_trim_interval); the kernel's socket memory (about 3.9 KB per idle TCP socket, two per proxied session) comes on top for every proxy alike. \"After GC\": Doorman after SIGUSR1 (runtime.GC + FreeOSMemory). CPU per login or delivery: utime+stime of all the proxy's processes (Dovecot: the whole proxy instance: master, the login or lmtp processes, auth, anvil, log, config, stats; nginx: master and workers, the auth_http responder given apart) over the run, ÷ logins or deliveries."
 	echo
 	k=$(echo $IDLE_KS | tr ' ' '\n' | sort -n | tail -1)
 	d=$([ -n "$k" ] && med "idle_gc/doorman/$k" || echo -); r=$([ -n "$k" ] && med "idle_rss/doorman/$k" || echo -)

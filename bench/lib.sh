@@ -279,6 +279,8 @@ passdb:
 login_trusted_networks: [127.0.0.0/8]
 log: {level: $LOG_LEVEL, format: json}
 EOF
+	# DOORMAN_CONFIG: more top-level YAML for Doorman, for A/B runs of a setting.
+	[ -z "${DOORMAN_CONFIG:-}" ] || printf '%s\n' "$DOORMAN_CONFIG" >>"$dir/doorman.yaml"
 	bl_run_doorman "$dir/doorman.yaml" "$dir/doorman.log" "$port" || die "Doorman cannot bind 127.0.0.1:$port"
 }
 
