@@ -33,14 +33,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"doorman/bench/internal/loadutil"
 )
-
-// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h).
-const ipBindAddressNoPort = 24
 
 // defaultMix is what a mail client does most once a mailbox is open: keep-alives, flag
 // and header fetches for the message list, a search, a status poll.
@@ -67,7 +63,7 @@ func run() int {
 	if *usersFile == "" {
 		return fail("-users is required")
 	}
-	accts, err := readUsers(*usersFile)
+	accts, err := loadutil.ReadUsers(*usersFile)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -100,7 +96,7 @@ func run() int {
 			d.Timeout = *timeout
 			if len(srcs) > 0 {
 				d.LocalAddr = &net.TCPAddr{IP: srcs[i%len(srcs)].AsSlice()}
-				d.Control = noPort
+				d.Control = loadutil.NoPort
 			}
 			c, err := open(&d, *addr, accts[i%len(accts)], *mailbox, *seed, *timeout)
 			if err != nil {
@@ -213,41 +209,6 @@ func run() int {
 	return 0
 }
 
-type account struct{ user, pass string }
-
-func readUsers(path string) ([]account, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []account
-	for _, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		u, p, ok := strings.Cut(line, ":")
-		if !ok {
-			u, p, ok = strings.Cut(line, " ")
-		}
-		if !ok {
-			return nil, fmt.Errorf("%s: a line without a password: %q", path, line)
-		}
-		out = append(out, account{u, p})
-	}
-	return out, nil
-}
-
-func noPort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
 var errClosed = errors.New("connection closed")
 
 // client is one logged-in IMAP session.
@@ -258,7 +219,7 @@ type client struct {
 	line []byte
 }
 
-func open(d *net.Dialer, addr string, a account, mailbox string, seed int, timeout time.Duration) (*client, error) {
+func open(d *net.Dialer, addr string, a loadutil.Account, mailbox string, seed int, timeout time.Duration) (*client, error) {
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -269,9 +230,9 @@ func open(d *net.Dialer, addr string, a account, mailbox string, seed int, timeo
 		conn.Close()
 		return nil, fmt.Errorf("greeting: %w", err)
 	}
-	if err := c.command("LOGIN "+quote(a.user)+" "+quote(a.pass), timeout); err != nil {
+	if err := c.command("LOGIN "+quote(a.User)+" "+quote(a.Pass), timeout); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("LOGIN %s: %w", a.user, err)
+		return nil, fmt.Errorf("LOGIN %s: %w", a.User, err)
 	}
 	if seed > 0 && mailbox != "" {
 		if err := c.seed(mailbox, seed, timeout); err != nil {

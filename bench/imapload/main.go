@@ -329,7 +329,7 @@ func (l *load) open(i int) {
 	t0 := time.Now()
 	conn, err := d.Dial("tcp", l.addr)
 	if err != nil {
-		l.fail("connect: " + errText(err))
+		l.fail("connect: " + loadutil.ErrText(err))
 		return
 	}
 	if l.tls != nil {
@@ -338,7 +338,7 @@ func (l *load) open(i int) {
 		tc.SetDeadline(th.Add(l.timeout))
 		if err := tc.Handshake(); err != nil {
 			conn.Close()
-			l.fail("tls handshake: " + shorten(errText(err)))
+			l.fail("tls handshake: " + shorten(loadutil.ErrText(err)))
 			return
 		}
 		hs := time.Since(th)
@@ -373,7 +373,7 @@ func (l *load) open(i int) {
 	line, err := readLine(r)
 	if err != nil {
 		conn.Close()
-		l.fail("greeting: " + errText(err))
+		l.fail("greeting: " + loadutil.ErrText(err))
 		return
 	}
 	if !strings.HasPrefix(line, "* OK") {
@@ -385,14 +385,14 @@ func (l *load) open(i int) {
 	t1 := time.Now()
 	if _, err := fmt.Fprintf(conn, "a LOGIN %s %s\r\n", quote(acct.user), quote(acct.pass)); err != nil {
 		conn.Close()
-		l.fail("login: write: " + errText(err))
+		l.fail("login: write: " + loadutil.ErrText(err))
 		return
 	}
 	reply, err := readTagged(r, "a")
 	loginLat := time.Since(t1)
 	if err != nil {
 		conn.Close()
-		l.fail("login: " + errText(err))
+		l.fail("login: " + loadutil.ErrText(err))
 		return
 	}
 	if !strings.HasPrefix(reply, "OK") {
@@ -404,13 +404,13 @@ func (l *load) open(i int) {
 		conn.SetDeadline(time.Now().Add(l.timeout))
 		if _, err := fmt.Fprintf(conn, "b SELECT %s\r\n", quote(l.mailbox)); err != nil {
 			conn.Close()
-			l.fail("select: write: " + errText(err))
+			l.fail("select: write: " + loadutil.ErrText(err))
 			return
 		}
 		reply, err := readTagged(r, "b")
 		if err != nil {
 			conn.Close()
-			l.fail("select: " + errText(err))
+			l.fail("select: " + loadutil.ErrText(err))
 			return
 		}
 		if !strings.HasPrefix(reply, "OK") {
@@ -423,13 +423,13 @@ func (l *load) open(i int) {
 		conn.SetDeadline(time.Now().Add(l.timeout))
 		if _, err := io.WriteString(conn, "i IDLE\r\n"); err != nil {
 			conn.Close()
-			l.fail("idle: write: " + errText(err))
+			l.fail("idle: write: " + loadutil.ErrText(err))
 			return
 		}
 		line, err := readLine(r)
 		if err != nil {
 			conn.Close()
-			l.fail("idle: " + errText(err))
+			l.fail("idle: " + loadutil.ErrText(err))
 			return
 		}
 		if !strings.HasPrefix(line, "+") {
@@ -456,7 +456,7 @@ func (l *load) established1(conn net.Conn, r *bufio.Reader, t0 time.Time, loginL
 	if l.stall != "" {
 		// A stalled reader: ask for a lot, then read nothing (no watch).
 		if _, err := io.WriteString(conn, "s "+l.stall+"\r\n"); err != nil {
-			l.fail("stall: write: " + errText(err))
+			l.fail("stall: write: " + loadutil.ErrText(err))
 		}
 		return
 	}
@@ -488,20 +488,20 @@ func (l *load) loginOther(conn net.Conn, r *bufio.Reader, acct account) (time.Du
 	if l.proto == "pop3" {
 		line, err := reply(false)
 		if err != nil {
-			return 0, fmt.Errorf("greeting: %s", errText(err))
+			return 0, fmt.Errorf("greeting: %s", loadutil.ErrText(err))
 		}
 		if !strings.HasPrefix(line, "+OK") {
 			return 0, fmt.Errorf("greeting: %s", shorten(line))
 		}
 		t1 := time.Now()
 		if err := send("USER " + acct.user); err != nil {
-			return 0, fmt.Errorf("login: write: %s", errText(err))
+			return 0, fmt.Errorf("login: write: %s", loadutil.ErrText(err))
 		}
 		if line, err = reply(false); err != nil || !strings.HasPrefix(line, "+OK") {
 			return 0, fmt.Errorf("login: USER: %s%s", shorten(line), errOrEmpty(err))
 		}
 		if err := send("PASS " + acct.pass); err != nil {
-			return 0, fmt.Errorf("login: write: %s", errText(err))
+			return 0, fmt.Errorf("login: write: %s", loadutil.ErrText(err))
 		}
 		if line, err = reply(false); err != nil || !strings.HasPrefix(line, "+OK") {
 			return 0, fmt.Errorf("login: PASS: %s%s", shorten(line), errOrEmpty(err))
@@ -510,13 +510,13 @@ func (l *load) loginOther(conn net.Conn, r *bufio.Reader, acct account) (time.Du
 	}
 	line, err := reply(true)
 	if err != nil {
-		return 0, fmt.Errorf("greeting: %s", errText(err))
+		return 0, fmt.Errorf("greeting: %s", loadutil.ErrText(err))
 	}
 	if !strings.HasPrefix(line, "220") {
 		return 0, fmt.Errorf("greeting: %s", shorten(line))
 	}
 	if err := send("EHLO bench.invalid"); err != nil {
-		return 0, fmt.Errorf("ehlo: write: %s", errText(err))
+		return 0, fmt.Errorf("ehlo: write: %s", loadutil.ErrText(err))
 	}
 	if line, err = reply(true); err != nil || !strings.HasPrefix(line, "250") {
 		return 0, fmt.Errorf("ehlo: %s%s", shorten(line), errOrEmpty(err))
@@ -524,7 +524,7 @@ func (l *load) loginOther(conn net.Conn, r *bufio.Reader, acct account) (time.Du
 	t1 := time.Now()
 	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + acct.user + "\x00" + acct.pass))
 	if err := send("AUTH PLAIN " + ir); err != nil {
-		return 0, fmt.Errorf("login: write: %s", errText(err))
+		return 0, fmt.Errorf("login: write: %s", loadutil.ErrText(err))
 	}
 	if line, err = reply(true); err != nil || !strings.HasPrefix(line, "235") {
 		return 0, fmt.Errorf("login: AUTH: %s%s", shorten(line), errOrEmpty(err))
@@ -536,7 +536,7 @@ func errOrEmpty(err error) string {
 	if err == nil {
 		return ""
 	}
-	return errText(err)
+	return loadutil.ErrText(err)
 }
 
 // watch reads a held session. Nothing is expected except the NOOP reply at the end; EOF,
@@ -553,7 +553,7 @@ func (l *load) watch(s *session) {
 			if closing {
 				return // closed by us after the check
 			}
-			reason := errText(err)
+			reason := loadutil.ErrText(err)
 			if bye != "" {
 				reason = "BYE " + bye
 			}
@@ -614,7 +614,7 @@ func (l *load) noopAll(concurrency int, fails map[string]int) (checked, ok int) 
 				if s.isDropped() {
 					res = "dropped before the check"
 				} else if _, err := io.WriteString(s.conn, noopCmd); err != nil {
-					res = "write: " + errText(err)
+					res = "write: " + loadutil.ErrText(err)
 				} else {
 					select {
 					case r := <-s.noop:
@@ -778,31 +778,6 @@ func shorten(s string) string {
 		s = s[:100] + "..."
 	}
 	return s
-}
-
-// errText names an error by its kind, so failures group: "timeout", "EOF", "connection
-// reset by peer", ...
-func errText(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, io.EOF):
-		return "EOF (closed by peer)"
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "EOF mid-line"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset by peer"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return "cannot assign requested address (source ports exhausted?)"
-	case errors.Is(err, syscall.EMFILE):
-		return "too many open files"
-	case errors.Is(err, syscall.EPIPE):
-		return "broken pipe"
-	}
-	return err.Error()
 }
 
 func loadAccounts(user, pass, file string) ([]account, error) {

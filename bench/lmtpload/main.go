@@ -28,7 +28,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand"
 	"net"
 	"os"
@@ -43,9 +42,6 @@ import (
 
 	"doorman/bench/internal/loadutil"
 )
-
-// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h).
-const ipBindAddressNoPort = 24
 
 func main() { os.Exit(run()) }
 
@@ -71,9 +67,13 @@ func run() int {
 	if *usersFile == "" {
 		return fail("-users is required")
 	}
-	users, err := readUsers(*usersFile)
+	accts, err := loadutil.ReadUsers(*usersFile)
 	if err != nil {
 		return fail("%v", err)
+	}
+	users := make([]string, len(accts))
+	for i, a := range accts {
+		users[i] = a.User
 	}
 	if *n < 1 || *conns < 1 || *rcpts < 1 || *size < 200 {
 		return fail("-n, -c and -rcpts must be at least 1, -size at least 200")
@@ -122,7 +122,7 @@ func run() int {
 					d := net.Dialer{Timeout: *timeout}
 					if len(srcs) > 0 {
 						d.LocalAddr = &net.TCPAddr{IP: srcs[nextSrc.Add(1)%int64(len(srcs))].AsSlice()}
-						d.Control = noPort
+						d.Control = loadutil.NoPort
 					}
 					var err error
 					if c, err = open(&d, *addr, *timeout); err != nil {
@@ -200,7 +200,7 @@ type conn struct {
 func open(d *net.Dialer, addr string, timeout time.Duration) (*conn, error) {
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %s", errText(err))
+		return nil, fmt.Errorf("connect: %s", loadutil.ErrText(err))
 	}
 	c := &conn{c: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 64<<10), timeout: timeout}
 	nc.SetDeadline(time.Now().Add(timeout))
@@ -236,7 +236,7 @@ func (c *conn) deliver(from string, to []string, msg []byte, refused func(error)
 	for _, rcpt := range to {
 		fmt.Fprintf(c.w, "RCPT TO:<%s>\r\n", rcpt)
 		if err := c.w.Flush(); err != nil {
-			return 0, fmt.Errorf("RCPT write: %s", errText(err))
+			return 0, fmt.Errorf("RCPT write: %s", loadutil.ErrText(err))
 		}
 		line, err := c.reply("250")
 		if err != nil {
@@ -258,7 +258,7 @@ func (c *conn) deliver(from string, to []string, msg []byte, refused func(error)
 	c.w.Write(msg)
 	c.w.WriteString(".\r\n")
 	if err := c.w.Flush(); err != nil {
-		return 0, fmt.Errorf("message write: %s", errText(err))
+		return 0, fmt.Errorf("message write: %s", loadutil.ErrText(err))
 	}
 	delivered := 0
 	for range accepted {
@@ -283,7 +283,7 @@ func (c *conn) cmd(line, want string) error {
 	c.w.WriteString(line)
 	c.w.WriteString("\r\n")
 	if err := c.w.Flush(); err != nil {
-		return fmt.Errorf("write: %s", errText(err))
+		return fmt.Errorf("write: %s", loadutil.ErrText(err))
 	}
 	_, err := c.reply(want)
 	return err
@@ -295,7 +295,7 @@ func (c *conn) reply(want string) (string, error) {
 	for {
 		line, err := c.r.ReadString('\n')
 		if err != nil {
-			return "", errors.New(errText(err))
+			return "", errors.New(loadutil.ErrText(err))
 		}
 		if len(line) > 3 && line[3] == '-' {
 			continue
@@ -346,63 +346,10 @@ func message(size int) []byte {
 	return b
 }
 
-func noPort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
 func clip(s string) string {
 	s = strings.TrimRight(s, "\r\n")
 	if len(s) > 80 {
 		s = s[:80]
 	}
 	return s
-}
-
-// errText shortens network errors to their cause, so they group well.
-func errText(err error) string {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	var se syscall.Errno
-	if errors.As(err, &se) {
-		return se.Error()
-	}
-	if errors.Is(err, io.EOF) {
-		return "EOF"
-	}
-	return err.Error()
-}
-
-// readUsers reads the user names of a `user:password` file.
-func readUsers(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		u, _, ok := strings.Cut(line, ":")
-		if !ok {
-			u, _, _ = strings.Cut(line, " ")
-		}
-		out = append(out, u)
-	}
-	if len(out) == 0 && sc.Err() == nil {
-		return nil, fmt.Errorf("%s: no users", path)
-	}
-	return out, sc.Err()
 }

@@ -51,11 +51,6 @@ import (
 	"doorman/bench/internal/loadutil"
 )
 
-// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h).
-const ipBindAddressNoPort = 24
-
-type account struct{ user, pass string }
-
 func main() { os.Exit(run()) }
 
 func run() int {
@@ -90,7 +85,7 @@ func run() int {
 	default:
 		return fail("-proto must be imap, pop3 or submission")
 	}
-	accts, err := readUsers(*usersFile)
+	accts, err := loadutil.ReadUsers(*usersFile)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -161,7 +156,7 @@ func run() int {
 				d.Timeout = *timeout
 				if len(srcs) > 0 {
 					d.LocalAddr = &net.TCPAddr{IP: srcs[i%int64(len(srcs))].AsSlice()}
-					d.Control = noPort
+					d.Control = loadutil.NoPort
 				}
 				lat, err := session(&d, *addr, login, a, *timeout, *linger0, &buf)
 				if err != nil {
@@ -210,27 +205,16 @@ func run() int {
 	return 0
 }
 
-func noPort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
 // loginFunc runs one protocol's greeting and login on r/w and returns when the login has
 // succeeded (the latency is taken then); logout, run after, ends the session politely.
-type loginFunc func(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (logout func() error, err error)
+type loginFunc func(r *bufio.Reader, w io.Writer, a loadutil.Account, buf *[]byte) (logout func() error, err error)
 
 // session runs one connect → login → logout → close and returns the login latency.
-func session(d *net.Dialer, addr string, login loginFunc, a account, timeout time.Duration, linger0 bool, buf *[]byte) (time.Duration, error) {
+func session(d *net.Dialer, addr string, login loginFunc, a loadutil.Account, timeout time.Duration, linger0 bool, buf *[]byte) (time.Duration, error) {
 	t0 := time.Now()
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
-		return 0, fmt.Errorf("connect: %s", errText(err))
+		return 0, fmt.Errorf("connect: %s", loadutil.ErrText(err))
 	}
 	tc := c.(*net.TCPConn)
 	defer func() {
@@ -252,30 +236,30 @@ func session(d *net.Dialer, addr string, login loginFunc, a account, timeout tim
 	return lat, nil
 }
 
-func loginIMAP(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() error, error) {
+func loginIMAP(r *bufio.Reader, w io.Writer, a loadutil.Account, buf *[]byte) (func() error, error) {
 	line, err := r.ReadSlice('\n')
 	if err != nil {
-		return nil, fmt.Errorf("greeting: %s", errText(err))
+		return nil, fmt.Errorf("greeting: %s", loadutil.ErrText(err))
 	}
 	if !bytes.HasPrefix(line, []byte("* OK")) {
 		return nil, fmt.Errorf("greeting: %q", clip(line))
 	}
 	b := (*buf)[:0]
 	b = append(b, "a LOGIN "...)
-	b = appendQuoted(b, a.user)
+	b = appendQuoted(b, a.User)
 	b = append(b, ' ')
-	b = appendQuoted(b, a.pass)
+	b = appendQuoted(b, a.Pass)
 	b = append(b, "\r\n"...)
 	*buf = b
 	if _, err := w.Write(b); err != nil {
-		return nil, fmt.Errorf("LOGIN write: %s", errText(err))
+		return nil, fmt.Errorf("LOGIN write: %s", loadutil.ErrText(err))
 	}
 	if err := tagged(r, "a "); err != nil {
 		return nil, fmt.Errorf("LOGIN: %w", err)
 	}
 	return func() error {
 		if _, err := io.WriteString(w, "b LOGOUT\r\n"); err != nil {
-			return fmt.Errorf("LOGOUT write: %s", errText(err))
+			return fmt.Errorf("LOGOUT write: %s", loadutil.ErrText(err))
 		}
 		if err := tagged(r, "b "); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("LOGOUT: %w", err)
@@ -284,21 +268,21 @@ func loginIMAP(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() err
 	}, nil
 }
 
-func loginPOP3(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() error, error) {
+func loginPOP3(r *bufio.Reader, w io.Writer, a loadutil.Account, buf *[]byte) (func() error, error) {
 	if err := reply(r, "+OK", false); err != nil {
 		return nil, fmt.Errorf("greeting: %w", err)
 	}
-	b := append(append(append((*buf)[:0], "USER "...), a.user...), "\r\n"...)
+	b := append(append(append((*buf)[:0], "USER "...), a.User...), "\r\n"...)
 	if _, err := w.Write(b); err != nil {
-		return nil, fmt.Errorf("USER write: %s", errText(err))
+		return nil, fmt.Errorf("USER write: %s", loadutil.ErrText(err))
 	}
 	if err := reply(r, "+OK", false); err != nil {
 		return nil, fmt.Errorf("USER: %w", err)
 	}
-	b = append(append(append(b[:0], "PASS "...), a.pass...), "\r\n"...)
+	b = append(append(append(b[:0], "PASS "...), a.Pass...), "\r\n"...)
 	*buf = b
 	if _, err := w.Write(b); err != nil {
-		return nil, fmt.Errorf("PASS write: %s", errText(err))
+		return nil, fmt.Errorf("PASS write: %s", loadutil.ErrText(err))
 	}
 	if err := reply(r, "+OK", false); err != nil {
 		return nil, fmt.Errorf("PASS: %w", err)
@@ -306,23 +290,23 @@ func loginPOP3(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() err
 	return func() error { return quit(r, w, "+OK", false) }, nil
 }
 
-func loginSubmission(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func() error, error) {
+func loginSubmission(r *bufio.Reader, w io.Writer, a loadutil.Account, buf *[]byte) (func() error, error) {
 	if err := reply(r, "220", true); err != nil {
 		return nil, fmt.Errorf("greeting: %w", err)
 	}
 	if _, err := io.WriteString(w, "EHLO bench.invalid\r\n"); err != nil {
-		return nil, fmt.Errorf("EHLO write: %s", errText(err))
+		return nil, fmt.Errorf("EHLO write: %s", loadutil.ErrText(err))
 	}
 	if err := reply(r, "250", true); err != nil {
 		return nil, fmt.Errorf("EHLO: %w", err)
 	}
-	cred := append(append(append([]byte{0}, a.user...), 0), a.pass...)
+	cred := append(append(append([]byte{0}, a.User...), 0), a.Pass...)
 	b := append((*buf)[:0], "AUTH PLAIN "...)
 	b = base64.StdEncoding.AppendEncode(b, cred)
 	b = append(b, "\r\n"...)
 	*buf = b
 	if _, err := w.Write(b); err != nil {
-		return nil, fmt.Errorf("AUTH write: %s", errText(err))
+		return nil, fmt.Errorf("AUTH write: %s", loadutil.ErrText(err))
 	}
 	if err := reply(r, "235", true); err != nil {
 		return nil, fmt.Errorf("AUTH: %w", err)
@@ -333,7 +317,7 @@ func loginSubmission(r *bufio.Reader, w io.Writer, a account, buf *[]byte) (func
 // quit sends QUIT and expects want (or EOF: a server may close first).
 func quit(r *bufio.Reader, w io.Writer, want string, smtp bool) error {
 	if _, err := io.WriteString(w, "QUIT\r\n"); err != nil {
-		return fmt.Errorf("QUIT write: %s", errText(err))
+		return fmt.Errorf("QUIT write: %s", loadutil.ErrText(err))
 	}
 	if err := reply(r, want, smtp); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("QUIT: %w", err)
@@ -350,7 +334,7 @@ func reply(r *bufio.Reader, want string, smtp bool) error {
 			if errors.Is(err, io.EOF) {
 				return io.EOF
 			}
-			return errors.New(errText(err))
+			return errors.New(loadutil.ErrText(err))
 		}
 		if smtp && len(line) > 3 && line[3] == '-' {
 			continue
@@ -370,7 +354,7 @@ func tagged(r *bufio.Reader, tag string) error {
 			if errors.Is(err, io.EOF) {
 				return io.EOF
 			}
-			return errors.New(errText(err))
+			return errors.New(loadutil.ErrText(err))
 		}
 		if !bytes.HasPrefix(line, []byte(tag)) {
 			continue
@@ -399,45 +383,4 @@ func appendQuoted(b []byte, s string) []byte {
 		b = append(b, s[i])
 	}
 	return append(b, '"')
-}
-
-// errText shortens network errors to their cause, so they group well.
-func errText(err error) string {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	var se syscall.Errno
-	if errors.As(err, &se) {
-		return se.Error()
-	}
-	if errors.Is(err, io.EOF) {
-		return "EOF"
-	}
-	return err.Error()
-}
-
-func readUsers(path string) ([]account, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []account
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		u, p, ok := strings.Cut(line, ":")
-		if !ok {
-			u, p, ok = strings.Cut(line, " ")
-		}
-		if !ok {
-			return nil, fmt.Errorf("%s: bad line %q", path, line)
-		}
-		out = append(out, account{u, p})
-	}
-	return out, sc.Err()
 }

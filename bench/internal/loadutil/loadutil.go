@@ -1,15 +1,19 @@
-// Package loadutil holds what the bench tools share: client source addresses and a
-// process's CPU time from /proc.
+// Package loadutil holds what the bench tools share: client source addresses, a process's
+// CPU time from /proc, users files, error texts for reports, and the dialer's
+// IP_BIND_ADDRESS_NO_PORT.
 package loadutil
 
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ParseSourceIPs reads "127.0.1.1-127.0.1.50,127.0.2.1" into a list of addresses.
@@ -96,4 +100,64 @@ func CPUOfOne(pid int) (ticks, runNs int64, err error) {
 		}
 	}
 	return ut + st, runNs, nil
+}
+
+// Account is one line of a users file.
+type Account struct{ User, Pass string }
+
+// ReadUsers reads a users file: `user:password` (or `user password`) lines; blank lines and
+// lines starting with # are skipped, a line without a password is an error.
+func ReadUsers(path string) ([]Account, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []Account
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		u, p, ok := strings.Cut(line, ":")
+		if !ok {
+			u, p, ok = strings.Cut(line, " ")
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: a line without a password: %q", path, line)
+		}
+		out = append(out, Account{u, strings.TrimSpace(p)})
+	}
+	return out, nil
+}
+
+// ErrText shortens a network error to its cause, so that errors group well in a report.
+func ErrText(err error) string {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	var se syscall.Errno
+	if errors.As(err, &se) {
+		return se.Error()
+	}
+	if errors.Is(err, io.EOF) {
+		return "EOF"
+	}
+	return err.Error()
+}
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h).
+const ipBindAddressNoPort = 24
+
+// NoPort is a net.Dialer Control that sets IP_BIND_ADDRESS_NO_PORT: a socket bound to a
+// source address gets its port at connect, per destination, so many source addresses are
+// not each limited to 64k ports in all.
+func NoPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

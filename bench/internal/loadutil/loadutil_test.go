@@ -1,7 +1,13 @@
 package loadutil
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
 )
 
@@ -24,5 +30,42 @@ func TestCPUOf(t *testing.T) {
 	}
 	if _, _, err := CPUOf([]int{1 << 30}); err == nil {
 		t.Fatal("a process that does not exist has no error")
+	}
+}
+
+func TestReadUsers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.txt")
+	if err := os.WriteFile(path, []byte("# comment\nu001:pw-u001\n\nu002 secret two\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Account{{"u001", "pw-u001"}, {"u002", "secret two"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("ReadUsers = %v; want %v", got, want)
+	}
+	if err := os.WriteFile(path, []byte("nopassword\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadUsers(path); err == nil {
+		t.Fatal("a line without a password was accepted")
+	}
+}
+
+func TestErrText(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{io.EOF, "EOF"},
+		{fmt.Errorf("read: %w", syscall.ECONNRESET), "connection reset by peer"},
+		{os.ErrDeadlineExceeded, "timeout"},
+		{errors.New("a NO reply"), "a NO reply"},
+	} {
+		if got := ErrText(tc.err); got != tc.want {
+			t.Errorf("ErrText(%v) = %q; want %q", tc.err, got, tc.want)
+		}
 	}
 }
