@@ -55,8 +55,8 @@ fuzz:
 
 # Doorman side by side with Dovecot's proxy, nginx's mail proxy and the backend reached
 # directly (bench/compare.sh; report in bench/results/<date>-compare-<mode>.md). `bench` is the
-# short run (N = 1k, 2k; about 5 minutes), `bench-full` the whole table (N = 1k..8k, more
-# rounds; about 14 minutes). Both install what they need first (apt-get update, then
+# short run (N = 1k, 2k; about 10 minutes), `bench-full` the whole table (N = 1k..8k, more
+# rounds; about 25 minutes). Both install what they need first (apt-get update, then
 # BENCH_PKGS). The Go micro-benchmarks:
 #   go test -run XXX -bench . -benchmem ./codec/... ./route/... ./engine/...
 BENCH_PKGS := dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd nginx libnginx-mod-mail iproute2 procps
