@@ -331,15 +331,15 @@ func (s *session) logf(level zapcore.Level, msg string, fields ...zap.Field) {
 // phase's state (codec, gnet conn) is dropped at the hand-off so an idle relayed session
 // costs only this and the relay's own record.
 type endRecord struct {
-	id       string
-	lst      *listener // the session's listener (nil only in tests)
-	user     string
-	target   string
-	remote   netip.AddrPort
-	local    netip.AddrPort
-	started  int64 // unix nanoseconds: a time.Time would take three words
-	loginAt  time.Duration
-	in, out  int64
+	id      string
+	lst     *listener // the session's listener (nil only in tests)
+	user    string
+	target  string
+	remote  netip.AddrPort
+	local   netip.AddrPort
+	started int64 // unix nanoseconds: a time.Time would take three words
+	loginAt time.Duration
+	in, out int64
 	// extra holds what only some sessions have, so that the common record stays in the
 	// 160-byte size class (with these three inline it took 208: 48 bytes more for every
 	// idle session). nil when none is set.

@@ -59,18 +59,18 @@ type direction struct {
 // sess is a session as its worker sees it. Only h.kicked and dir[].n are
 // touched by other goroutines.
 type sess struct {
-	h       Handle
-	fd      [2]int
-	rd, wr  [2]bool // edge-triggered readiness, cleared on EAGAIN
-	held    bool    // HoldClient was asked (and its delay, if any, has run out or is running)
-	dir     [2]direction
+	h      Handle
+	fd     [2]int
+	rd, wr [2]bool // edge-triggered readiness, cleared on EAGAIN
+	held   bool    // HoldClient was asked (and its delay, if any, has run out or is running)
+	dir    [2]direction
 	// pre holds the login leftovers (Session.ToBackend, ToClient) still to write, by
 	// direction; nil once both are written, so that an idle session does not keep two
 	// slice headers: the struct stays in the 176-byte size class (224 with them).
-	pre    *[2][]byte
-	done   func(Stats)
-	hold   func() time.Duration
-	holdAt int64 // unix nanoseconds the client side may be closed at; 0 when not held
+	pre     *[2][]byte
+	done    func(Stats)
+	hold    func() time.Duration
+	holdAt  int64 // unix nanoseconds the client side may be closed at; 0 when not held
 	slot    int32
 	queued  bool // on the worker's run queue
 	closed  bool
