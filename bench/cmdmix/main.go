@@ -125,25 +125,7 @@ func run() int {
 	done := make(chan struct{})
 	started := time.Now()
 	time.AfterFunc(*duration, func() { stop.Store(true); close(done) })
-	var tokens chan struct{}
-	if *rate > 0 {
-		tokens = make(chan struct{}, 1)
-		go func() {
-			interval := time.Duration(float64(time.Second) / *rate)
-			next := started
-			for {
-				next = next.Add(interval)
-				if d := time.Until(next); d > 0 {
-					time.Sleep(d)
-				}
-				select {
-				case tokens <- struct{}{}:
-				case <-done:
-					return
-				}
-			}
-		}()
-	}
+	tokens := loadutil.Pace(*rate, started, done)
 	var (
 		errOnce sync.Map
 		wg      sync.WaitGroup

@@ -113,27 +113,8 @@ func run() int {
 	deadline := started.Add(*duration)
 	done := make(chan struct{})
 	time.AfterFunc(*duration, func() { stop.Store(true); close(done) })
-	// With -rate, a pacer hands out one start every 1/rate seconds; a start not taken in
-	// time is not made up later beyond the channel's slack.
-	var tokens chan struct{}
-	if *rate > 0 {
-		tokens = make(chan struct{}, 1)
-		go func() {
-			interval := time.Duration(float64(time.Second) / *rate)
-			next := started
-			for {
-				next = next.Add(interval)
-				if d := time.Until(next); d > 0 {
-					time.Sleep(d)
-				}
-				select {
-				case tokens <- struct{}{}:
-				case <-done:
-					return
-				}
-			}
-		}()
-	}
+	// With -rate, one start every 1/rate seconds (loadutil.Pace).
+	tokens := loadutil.Pace(*rate, started, done)
 	for w := range *workers {
 		wg.Add(1)
 		go func() {

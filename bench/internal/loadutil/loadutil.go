@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // ParseSourceIPs reads "127.0.1.1-127.0.1.50,127.0.2.1" into a list of addresses.
@@ -160,4 +161,32 @@ func NoPort(_, _ string, c syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// Pace hands out one token every 1/rate seconds from start until done is closed: a load
+// generator's workers take one before each step, so the steps of all of them together run
+// at rate. Token k is never handed out before start + k/rate; when the workers fall behind,
+// the tokens they missed follow at once, so the rate holds on average over the run. nil
+// (no pacing) when rate is 0 or less.
+func Pace(rate float64, start time.Time, done <-chan struct{}) <-chan struct{} {
+	if rate <= 0 {
+		return nil
+	}
+	tokens := make(chan struct{}, 1)
+	go func() {
+		interval := time.Duration(float64(time.Second) / rate)
+		next := start
+		for {
+			next = next.Add(interval)
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			select {
+			case tokens <- struct{}{}:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return tokens
 }

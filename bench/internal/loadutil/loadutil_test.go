@@ -9,6 +9,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseSourceIPs(t *testing.T) {
@@ -67,5 +68,22 @@ func TestErrText(t *testing.T) {
 		if got := ErrText(tc.err); got != tc.want {
 			t.Errorf("ErrText(%v) = %q; want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestPace(t *testing.T) {
+	if Pace(0, time.Now(), nil) != nil {
+		t.Fatal("Pace(0) paces")
+	}
+	done := make(chan struct{})
+	defer close(done)
+	start := time.Now()
+	tokens := Pace(1000, start, done)
+	for range 50 {
+		<-tokens
+	}
+	// Token k comes no sooner than start + k ms, however fast it is taken.
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("50 tokens at 1,000/s came in %v", d)
 	}
 }
