@@ -28,19 +28,14 @@ BASE_PORT=${BASE_PORT:-26101}
 EXTRA_CONFIG=${EXTRA_CONFIG:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/doorman-loginab.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-[ -n "${KEEP:-}" ] && trap - EXIT
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bl_init # cleanup at exit: stops what BL_PIDS holds; KEEP=1 keeps the work folder
 cd "$WORK"
 export GOTOOLCHAIN=local
-go build -C "$ROOT" -o "$WORK/fakeimap" ./bench/fakeimap
-go build -C "$ROOT" -o "$WORK/loginrate" ./bench/loginrate
-for i in $(seq 1 2000); do
-	u=$(printf 'u%04d' "$i")
-	echo "$u:pw-$u" >>users.txt
-	echo "$u:{PLAIN}pw-$u::::::proxy host=127.0.0.1 port=$BASE_PORT" >>users.passwd
-done
+for t in fakeimap loginrate; do go build -C "$ROOT" -o "$WORK/bin/$t" "./bench/$t"; done
+bl_users 2000
+bl_passwd_file users.passwd "$BASE_PORT"
 cat >doorman.yaml <<EOC
 listeners:
   - {name: imap, protocol: imap, address: "127.0.0.1:$((BASE_PORT + 1))"}
@@ -53,9 +48,7 @@ EOC
 # cpu PID: utime stime in clock ticks.
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
-./fakeimap -addr "127.0.0.1:$BASE_PORT" >fake.out 2>&1 &
-PIDS+=($!)
-sleep 0.5
+bl_start_fake "$BASE_PORT" 0
 get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 # run SIDE: one measurement; sets LINE to "cpu_us ucpu_us p50 p99 logins [max_cpu_us max_rate]".
 run() {
@@ -63,12 +56,12 @@ run() {
 	[ "$side" = B ] && bin=$AFTER envs=$B_ENV
 	env $envs "$bin" -c doorman.yaml >"d-$side.log" 2>&1 &
 	local dp=$!
-	PIDS+=("$dp")
+	BL_PIDS+=("$dp")
 	for _ in $(seq 1 50); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$((BASE_PORT + 1))") 2>/dev/null && break
 		sleep 0.1
 	done
-	./loginrate -addr "127.0.0.1:$((BASE_PORT + 1))" -users users.txt -workers 8 -duration 2s \
+	./bin/loginrate -addr "127.0.0.1:$((BASE_PORT + 1))" -users users.txt -workers 8 -duration 2s \
 		-source-ips 127.90.0.1-127.90.0.250 >/dev/null 2>&1 || true
 	local c0 c1 out
 	local perfpid=
@@ -77,7 +70,7 @@ run() {
 		perfpid=$!
 	fi
 	c0=($(cpu "$dp"))
-	out=$(./loginrate -addr "127.0.0.1:$((BASE_PORT + 1))" -users users.txt -workers 32 -rate "$RATE" \
+	out=$(./bin/loginrate -addr "127.0.0.1:$((BASE_PORT + 1))" -users users.txt -workers 32 -rate "$RATE" \
 		-duration "${SECS}s" -source-ips 127.91.0.1-127.91.0.250 2>&1 | grep RESULT)
 	c1=($(cpu "$dp"))
 	if [ -n "$perfpid" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
@@ -88,13 +81,14 @@ run() {
 	local line="$all $usr $(get p50_ms "$out") $(get p99_ms "$out") $n"
 	if [ "$MAX_SECS" -gt 0 ]; then
 		c0=($(cpu "$dp"))
-		out=$(./loginrate -addr "127.0.0.1:$((BASE_PORT + 1))" -users users.txt -workers 32 \
+		out=$(./bin/loginrate -addr "127.0.0.1:$((BASE_PORT + 1))" -users users.txt -workers 32 \
 			-duration "${MAX_SECS}s" -source-ips 127.92.0.1-127.92.0.250 2>&1 | grep RESULT)
 		c1=($(cpu "$dp"))
 		n=$(get logins "$out")
 		line="$line $(((c1[0] + c1[1] - c0[0] - c0[1]) * TICK_US / n)) $(get rate "$out")"
 	fi
 	kill -KILL "$dp"
+	bl_forget "$dp"
 	wait "$dp" 2>/dev/null || true
 	sleep 1
 	LINE=$line

@@ -32,18 +32,14 @@ B_ENV=${B_ENV:-}
 BASE_PORT=${BASE_PORT:-26001}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/doorman-memab.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bl_init # cleanup at exit: stops what BL_PIDS holds; KEEP=1 keeps the work folder
 cd "$WORK"
 export GOTOOLCHAIN=local
-go build -C "$ROOT" -o "$WORK/fakeimap" ./bench/fakeimap
-go build -C "$ROOT" -o "$WORK/imapload" ./bench/imapload
-for i in $(seq 1 1000); do
-	u=$(printf 'u%04d' "$i")
-	echo "$u:pw-$u" >>users.txt
-	echo "$u:{PLAIN}pw-$u::::::proxy host=127.0.0.1 port=$BASE_PORT" >>users.passwd
-done
+for t in fakeimap imapload; do go build -C "$ROOT" -o "$WORK/bin/$t" "./bench/$t"; done
+bl_users 1000
+bl_passwd_file users.passwd "$BASE_PORT"
 PORT=$((BASE_PORT + 1))
 LOAD_ARGS=()
 cat >doorman.yaml <<EOC
@@ -51,8 +47,8 @@ listeners:
   - {name: imap, protocol: imap, address: "127.0.0.1:$PORT"}
 EOC
 if [ -n "$TLS" ]; then
-	go build -C "$ROOT" -o "$WORK/devcert" ./tools/devcert
-	./devcert -dir "$WORK/certs" 2>devcert.log || { cat devcert.log; exit 1; }
+	make -s -C "$ROOT" build >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+	bl_certs
 	PORT=$((BASE_PORT + 2))
 	cat >>doorman.yaml <<EOC
   - {name: imaps, protocol: imap, address: "127.0.0.1:$PORT", ssl: true}
@@ -68,9 +64,7 @@ login_trusted_networks: [127.0.0.0/8]
 log: {level: $LOG_LEVEL, format: json}
 EOC
 rss() { awk '/VmRSS/ {print $2*1024}' "/proc/$1/status"; }
-./fakeimap -addr "127.0.0.1:$BASE_PORT" >fake.out 2>&1 &
-PIDS+=($!)
-sleep 0.5
+bl_start_fake "$BASE_PORT" 0
 echo "K=$K ROUNDS=$ROUNDS SETTLE=${SETTLE}s ${TLS:+TLS }before=$BEFORE${A_ENV:+ ($A_ENV)} after=$AFTER${B_ENV:+ ($B_ENV)}"
 for round in $(seq 1 "$ROUNDS"); do
 	for b in before after; do
@@ -79,16 +73,16 @@ for round in $(seq 1 "$ROUNDS"); do
 		# shellcheck disable=SC2086 # envs is a list of VAR=value words
 		env $envs "$bin" -c doorman.yaml >"d-$b.log" 2>&1 &
 		dp=$!
-		PIDS+=("$dp")
+		BL_PIDS+=("$dp")
 		sleep 1
-		./imapload -addr "127.0.0.1:$PORT" "${LOAD_ARGS[@]}" -users users.txt -n 20 -hold 1s -progress 0 >/dev/null 2>&1
+		./bin/imapload -addr "127.0.0.1:$PORT" "${LOAD_ARGS[@]}" -users users.txt -n 20 -hold 1s -progress 0 >/dev/null 2>&1
 		sleep 1
 		kill -USR1 "$dp"
 		sleep 1
 		r0=$(rss "$dp")
 		loads=()
 		for i in 1 2; do
-			./imapload -addr "127.0.0.1:$PORT" "${LOAD_ARGS[@]}" -users users.txt -n $((K / 2)) -idle -progress 0 \
+			./bin/imapload -addr "127.0.0.1:$PORT" "${LOAD_ARGS[@]}" -users users.txt -n $((K / 2)) -idle -progress 0 \
 				-source-ips "127.80.$i.1-127.80.$i.200" >"load-$i.out" 2>&1 &
 			loads+=($!)
 		done
@@ -110,6 +104,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		kill -INT "${loads[@]}" 2>/dev/null || true
 		wait "${loads[@]}" 2>/dev/null || true
 		kill -KILL "$dp"
+		bl_forget "$dp"
 		wait "$dp" 2>/dev/null || true
 		sleep 1
 	done
