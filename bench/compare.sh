@@ -432,6 +432,17 @@ if on logins; then
 	for target in $TARGETS; do login_one "$target"; done
 fi
 
+# rotated ROUND FN TARGET...: FN ROUND TARGET for each target, starting one further along
+# each round, so that no target is always first or last.
+rotated() {
+	local round=$1 fn=$2 i j
+	shift 2
+	for ((i = 0; i < $#; i++)); do
+		j=$(((i + round - 1) % $# + 1))
+		"$fn" "$round" "${!j}"
+	done
+}
+
 # ---- command mix ----------------------------------------------------------------------------
 
 # cmds_one ROUND TARGET: cmdmix through TARGET (a fresh proxy; direct: the backend itself).
@@ -463,13 +474,7 @@ if on cmds; then
 	log "command mix (Dovecot backend): $CMD_SESSIONS sessions, $CMD_RATE commands/s, ${CMD_SECS}s, $CMD_ROUNDS round(s); load average $(loadavg)"
 	"$WORK/bin/cmdmix" -addr "127.0.0.1:$BACKEND_PORT" -users "$WORK/users.txt" -sessions "$CMD_SESSIONS" -seed 20 \
 		-duration 1s >/dev/null 2>"$WORK/cmds-seed.err" || log "seeding the mailboxes failed: $(tail -3 "$WORK/cmds-seed.err")"
-	set -- $TARGETS
-	for round in $(seq 1 "$CMD_ROUNDS"); do
-		for ((i = 0; i < $#; i++)); do
-			j=$(((i + round - 1) % $# + 1))
-			cmds_one "$round" "${!j}"
-		done
-	done
+	for round in $(seq 1 "$CMD_ROUNDS"); do rotated "$round" cmds_one $TARGETS; done
 fi
 
 # ---- 3./4. bulk ----------------------------------------------------------------------------
@@ -698,13 +703,8 @@ if [ "$LMTP_ROUNDS" -gt 0 ]; then
 		"$WORK/bin/lmtpload" -addr "${LMTP_ADDR[$target]}" -users "$WORK/users.txt" -n $((LMTP_C * 10)) -c "$LMTP_C" \
 			-size "$LMTP_SIZE" -source-ips 127.74.0.1-127.74.0.50 >/dev/null 2>&1 || true
 	done
-	set -- $LMTP_TARGETS
 	for round in $(seq 1 "$LMTP_ROUNDS"); do
-		# the order rotates, so no target is always first or last
-		for ((i = 0; i < $#; i++)); do
-			j=$(((i + round - 1) % $# + 1))
-			lmtp_run "$round" "${!j}"
-		done
+		rotated "$round" lmtp_run $LMTP_TARGETS
 		# each round's ratio to direct, side by side
 		if [ -n "${LMTP_ADDR[direct]:-}" ] && has direct; then
 			d=$(echo ${R[lmtp_rate/direct]:-} | awk '{print $NF}')
